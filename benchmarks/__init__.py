@@ -1,0 +1,1 @@
+"""Benchmark harness: latency statistics, task metrics, parity, reports and the results contract."""

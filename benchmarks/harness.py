@@ -1,0 +1,176 @@
+"""Benchmark one model file on one runtime: load (cold start), warm up, time many runs, then score
+the task metric and parity with the reference outputs when evaluation data are given.
+
+``benchmark_model`` returns one results row (see README, "The results contract"). It runs in the
+calling process: ``edgepipe bench`` calls it directly; ``edgepipe run`` calls it through
+``worker.py`` in a fresh process per artifact, so that peak memory and cold start are per model and
+runtimes' thread pools never compete.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepipe.artifact import FileEntry, TensorSpec, content_sha256, sha256_file
+from edgepipe.errors import InputError
+from edgepipe.formats import detect_format
+from edgepipe.metrics import METRICS, parity
+from edgepipe.runtimes import Session, get_runtime
+from edgepipe.benchmarks.stats import latency_stats
+
+_SIDE_FILES = {".xml": (".bin",)}  # files that belong to a model file
+
+
+@dataclass
+class EvalData:
+    """Evaluation inputs, labels and (optionally) the reference model's outputs on them."""
+
+    x: np.ndarray
+    y: np.ndarray | None = None
+    reference: np.ndarray | None = None
+    metric: str = "accuracy"
+
+
+def describe_file(path: Path, format: str, precision: str | None = None) -> dict[str, Any]:
+    """The ``artifact`` block of a results row for a bare model file."""
+    files = [path, *(path.with_suffix(s) for s in _SIDE_FILES.get(path.suffix, ()) if path.with_suffix(s).exists())]
+    entries = [FileEntry(path=f.name, size_bytes=f.stat().st_size, sha256=sha256_file(f)) for f in files]
+    return {"format": format, "precision": precision, "path": str(path),
+            "size_bytes": sum(e.size_bytes for e in entries), "sha256": content_sha256(entries)}  # fmt: skip
+
+
+def random_feeds(inputs: list[TensorSpec], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Inputs drawn from each input's spec: normal floats, small non-negative integers."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in inputs:
+        shape, dtype = spec.concrete_shape(batch), np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[spec.name] = rng.integers(0, 100, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = np.ones(shape, dtype=dtype)
+        else:
+            raise InputError(f"input '{spec.name}': cannot make random data of dtype {spec.dtype}")
+    return feeds
+
+
+def _fixed_batch(session: Session) -> int | None:
+    dim = session.inputs[0].shape[0] if session.inputs[0].shape else None
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+def _batches(x: np.ndarray, size: int) -> list[np.ndarray]:
+    whole = len(x) - len(x) % size if len(x) >= size else 0
+    return [np.ascontiguousarray(x[i : i + size]) for i in range(0, whole, size)]
+
+
+def time_runs(session: Session, feeds: list[dict[str, np.ndarray]], warmup: int, runs: int,
+              max_seconds: float) -> list[float]:  # fmt: skip
+    """Per-call latencies in ms, after ``warmup`` untimed calls; stops after ``max_seconds`` of timing."""
+    for i in range(warmup):
+        session.run(feeds[i % len(feeds)])
+    samples: list[float] = []
+    deadline = time.perf_counter() + max_seconds
+    for i in range(runs):
+        t0 = time.perf_counter_ns()
+        session.run(feeds[i % len(feeds)])
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+        if time.perf_counter() > deadline and len(samples) >= 5:
+            break
+    return samples
+
+
+def evaluate(session: Session, data: EvalData, batch_size: int = 64) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Task metric and parity on the evaluation data (outputs[0] are the logits)."""
+    fixed = _fixed_batch(session)
+    size = fixed or batch_size
+    n = len(data.x) - len(data.x) % size if fixed else len(data.x)
+    if n == 0:
+        raise InputError(f"the model takes a fixed batch of {size}, more than the {len(data.x)} evaluation samples")
+    name = session.inputs[0].name
+    outputs = np.concatenate(
+        [session.run({name: np.ascontiguousarray(data.x[i : i + size])})[0] for i in range(0, n, size)]
+    )
+    metrics = METRICS[data.metric](outputs, data.y[:n]) if data.y is not None else {}
+    par = parity(outputs, data.reference[:n]) if data.reference is not None else None
+    return metrics, par
+
+
+def benchmark_model(
+    path: str | Path,
+    runtime: str,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    batch_size: int = 1,
+    warmup: int = 20,
+    runs: int = 300,
+    max_seconds: float = 30.0,
+    options: dict[str, Any] | None = None,
+    data: EvalData | None = None,
+    artifact: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Benchmark a model file and return one results row. Raises EdgepipeError on bad input."""
+    path = Path(path)
+    fmt = detect_format(path)
+    rt = get_runtime(runtime)
+    if fmt not in rt.formats:
+        raise InputError(f"{path}: a {fmt} file cannot run on runtime '{runtime}' (it runs: {', '.join(rt.formats)})")
+    rt.require()
+
+    t0 = time.perf_counter()
+    session = rt.load(path, device=device, threads=threads, options=options)
+    load_ms = (time.perf_counter() - t0) * 1e3
+
+    if data is not None and len(data.x) >= batch_size:
+        feeds = [{session.inputs[0].name: b} for b in _batches(data.x, _fixed_batch(session) or batch_size)[:64]]
+        input_source = "evaluation data"
+    else:
+        feeds = [random_feeds(session.inputs, _fixed_batch(session) or batch_size, seed)]
+        input_source = "random from input spec"
+    session.check_feeds(feeds[0])
+    t1 = time.perf_counter()
+    session.run(feeds[0])
+    first_run_ms = (time.perf_counter() - t1) * 1e3
+
+    samples = time_runs(session, feeds, warmup, runs, max_seconds)
+    stats = latency_stats(samples)
+    metrics, par = evaluate(session, data) if data is not None else ({}, None)
+    actual_batch = int(next(iter(feeds[0].values())).shape[0])
+    row: dict[str, Any] = {
+        "artifact": artifact or describe_file(path, fmt),
+        "runtime": runtime,
+        "runtime_version": rt.version(),
+        "device": device,
+        "threads": threads,
+        "batch_size": actual_batch,
+        "status": "ok",
+        "inputs": [s.model_dump(exclude_none=True) for s in session.inputs],
+        "input_source": input_source,
+        "load_ms": load_ms,
+        "first_run_ms": first_run_ms,
+        "latency_ms": stats,
+        "throughput_per_s": actual_batch / stats["median"] * 1e3,
+        "peak_rss_mb": _peak_rss_mb(),
+        "metrics": metrics,
+        "parity": par,
+        "session": session.info,
+    }
+    session.close()
+    return row
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (the whole benchmark process, interpreter included)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20

@@ -1,0 +1,43 @@
+"""edgepipe: train, compress, export and benchmark models for edge devices, from one recipe.
+
+>>> import edgepipe
+>>> result = edgepipe.run_recipe("recipes/quickstart.yaml")            # doctest: +SKIP
+>>> row = edgepipe.benchmark_model("model.onnx", "onnxruntime", threads=2)  # doctest: +SKIP
+>>> row["latency_ms"]["median"]                                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgepipe.errors import EdgepipeError, GateError, InputError, UnavailableError
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from edgepipe.artifact import Artifact, Manifest, load_artifact
+    from edgepipe.benchmarks.harness import benchmark_model
+    from edgepipe.pipeline import RunResult, run_recipe
+    from edgepipe.recipe import Recipe, load_recipe
+
+# Public verbs, imported on first use so that `import edgepipe` stays light.
+_LAZY = {
+    "run_recipe": "edgepipe.pipeline", "RunResult": "edgepipe.pipeline",
+    "load_recipe": "edgepipe.recipe", "Recipe": "edgepipe.recipe",
+    "benchmark_model": "edgepipe.benchmarks.harness",
+    "load_artifact": "edgepipe.artifact", "Artifact": "edgepipe.artifact", "Manifest": "edgepipe.artifact",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgepipe' has no attribute '{name}'")
+
+
+__all__ = [
+    "Artifact", "EdgepipeError", "GateError", "InputError", "Manifest", "Recipe", "RunResult",
+    "UnavailableError", "__version__", "benchmark_model", "load_artifact", "load_recipe", "run_recipe",
+]  # fmt: skip

@@ -1,0 +1,144 @@
+"""The ``edgepipe`` command. Every error is one line on stderr and a documented exit code
+(see ``edgepipe.errors``); set EDGEPIPE_DEBUG=1 to see tracebacks of internal errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from typing import Any, NoReturn
+
+from edgepipe.errors import EdgepipeError, InputError, UnavailableError, first_line
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + error
+        self.exit(2, f"edgepipe: error: {message} (see: {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edgepipe.pipeline import run_recipe
+
+    result = run_recipe(args.recipe, out_dir=args.out, force=args.force)
+    if result.gate_failures:
+        print(f"edgepipe: error: {len(result.gate_failures)} quality gate(s) failed, first: "
+              f"{result.gate_failures[0]}", file=sys.stderr)  # fmt: skip
+        return 4
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from edgepipe.benchmarks.harness import benchmark_model
+    from edgepipe.benchmarks.report import render_table
+    from edgepipe.environment import describe_environment
+    from edgepipe.formats import detect_format, resolve_model_path
+    from edgepipe.runtimes import default_runtime
+
+    path = resolve_model_path(args.model)
+    runtime = args.runtime or default_runtime(detect_format(path))
+    row = benchmark_model(path, runtime, device=args.device, threads=args.threads, batch_size=args.batch_size,
+                          warmup=args.warmup, runs=args.runs, max_seconds=args.max_seconds)  # fmt: skip
+    row["environment"] = describe_environment()
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        lat = row["latency_ms"]
+        print(render_table([row]))
+        print(f"\nload {row['load_ms']:.1f} ms, first run {row['first_run_ms']:.2f} ms, mean {lat['mean']:.3f} ms, "
+              f"95% CI of median [{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}] ms, peak RSS {row['peak_rss_mb']:.0f} MB; "
+              f"inputs: {row['input_source']}; CPU: {row['environment']['cpu']['model']}")  # fmt: skip
+    return 0
+
+
+def cmd_runtimes(args: argparse.Namespace) -> int:
+    from edgepipe.runtimes import RUNTIMES, get_runtime
+
+    report: list[dict[str, Any]] = []
+    for name in RUNTIMES:
+        rt = get_runtime(name)
+        reason = rt.unavailable_reason()
+        report.append({"runtime": name, "formats": list(rt.formats), "available": reason is None,
+                       "version": rt.version(), "devices": rt.devices() if reason is None else [],
+                       "reason": reason})  # fmt: skip
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for r in report:
+            state = f"{r['version']}, devices: {', '.join(r['devices'])}" if r["available"] else f"unavailable: {r['reason']}"
+            print(f"{r['runtime']:<12} formats: {', '.join(r['formats']):<14} {state}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from edgepipe import __version__
+
+    p = _Parser(prog="edgepipe", description="Train, compress, export and benchmark models for edge devices.")
+    p.add_argument("--version", action="version", version=f"edgepipe {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a recipe end to end (train, export, quantize, benchmark, report)")
+    run.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
+    run.add_argument("--out", help="run folder (default: the recipe's output_dir, else runs/<name>)")
+    run.add_argument("--force", action="store_true", help="re-run every stage even if a cached artifact exists")
+    run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="benchmark an existing model file (.onnx, .xml) or artifact folder")
+    bench.add_argument("model", help="model file or edgepipe artifact folder")
+    bench.add_argument("--runtime", help="runtime name (default: the format's usual runtime)")
+    bench.add_argument("--device", default="cpu", help="device: cpu, cuda, gpu, ... (default: cpu)")
+    bench.add_argument("--threads", type=_positive_int, help="threads for the runtime (default: its own)")
+    bench.add_argument("--batch-size", type=_positive_int, default=1, help="batch for dynamic batch dims")
+    bench.add_argument("--warmup", type=int, default=20, help="untimed warm-up runs (default: 20)")
+    bench.add_argument("--runs", type=_positive_int, default=300, help="timed runs (default: 300)")
+    bench.add_argument("--max-seconds", type=float, default=30.0, help="stop timing after this long")
+    bench.add_argument("--json", action="store_true", help="print the results row as JSON")
+    bench.set_defaults(func=cmd_bench)
+
+    rts = sub.add_parser("runtimes", help="list runtimes, whether they are installed, and their devices")
+    rts.add_argument("--json", action="store_true")
+    rts.set_defaults(func=cmd_runtimes)
+    return p
+
+
+def _quiet_third_party() -> None:
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_third_party()
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except EdgepipeError as e:
+        print(f"edgepipe: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("edgepipe: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("EDGEPIPE_DEBUG"):
+            raise
+        print(f"edgepipe: internal error: {type(e).__name__}: {first_line(e)} (EDGEPIPE_DEBUG=1 shows the traceback)",
+              file=sys.stderr)  # fmt: skip
+        return 1
+
+
+__all__ = ["InputError", "UnavailableError", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

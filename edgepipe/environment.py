@@ -1,0 +1,101 @@
+"""What machine and software a result was measured on. Every result records it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from datetime import datetime, timezone
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# ISA features that decide INT8/bf16 speed on x86 and Arm; the full flag list is long and mostly noise.
+_RELEVANT_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+    "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16",
+    "asimd", "asimddp", "i8mm", "bf16", "sve", "sve2",
+)  # fmt: skip
+
+TRACKED_PACKAGES = (
+    "edgepipe", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript",
+    "openvino", "nncf", "scikit-learn", "ai-edge-litert", "litert-torch", "gguf", "llama-cpp-python",
+)  # fmt: skip
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    """Installed versions of the named distributions (absent ones are left out)."""
+    found = {n: package_version(n) for n in names}
+    return {n: v for n, v in found.items() if v}
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        if ":" in line:
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    return info
+
+
+@cache
+def cpu_description() -> dict[str, Any]:
+    info = _cpuinfo()
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    model = info.get("model name") or info.get("Hardware") or platform.processor() or platform.machine()
+    physical = None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        cores = {
+            (b.split("physical id")[1].split("\n")[0], b.split("core id")[1].split("\n")[0])
+            for b in text.split("\n\n")
+            if "physical id" in b and "core id" in b
+        }
+        physical = len(cores) or None
+    except (OSError, IndexError):
+        pass
+    return {
+        "model": model,
+        "arch": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": physical,
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "flags": sorted(f for f in _RELEVANT_FLAGS if f in flags),
+    }
+
+
+def memory_total_mb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def describe_environment() -> dict[str, Any]:
+    """The environment block of results.json: machine, OS, Python and library versions."""
+    return {
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "hostname": socket.gethostname(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "cpu": cpu_description(),
+        "memory_total_mb": memory_total_mb(),
+        "packages": package_versions(),
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
+                if k in os.environ},
+    }  # fmt: skip

@@ -1,0 +1,228 @@
+"""The runner: recipe -> task data -> trained torch model -> exports -> PTQ variants -> benchmarks -> report.
+
+Each stage goes through the ArtifactStore, so a re-run skips every stage whose (parent, config, tool
+versions) already has a verified artifact. Benchmarks always run again: they are measurements.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepipe.artifact import Artifact, ArtifactStore, StageOutput, atomic_write_bytes
+from edgepipe.environment import describe_environment, package_versions
+from edgepipe.errors import EdgepipeError, InputError, first_line
+from edgepipe.recipe import GatesConfig, Recipe, load_recipe
+from edgepipe.tasks import Task, build_task
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    results: dict[str, Any]
+    out_dir: Path
+    paths: dict[str, Path]
+    gate_failures: list[str]
+
+
+def _save_npy(path: Path, array: np.ndarray) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def _stage(store: ArtifactStore, log: Log, label: str, force: bool, **kwargs: Any) -> Artifact:
+    t0 = time.perf_counter()
+    try:
+        artifact, cached = store.build(force=force, **kwargs)
+    except EdgepipeError:
+        raise
+    except Exception as e:  # a library failing on this model: say which stage, keep it to one line
+        raise EdgepipeError(f"stage '{label}' failed: {type(e).__name__}: {first_line(e)}") from e
+    took = "cached" if cached else f"done in {time.perf_counter() - t0:.1f} s"
+    log(f"[{label}] {took}: {artifact.path}")
+    return artifact
+
+
+def train_stage(recipe: Recipe, task: Task, store: ArtifactStore, log: Log, force: bool) -> Artifact:
+    def build(out: Path) -> StageOutput:
+        from safetensors.torch import save_file
+
+        from edgepipe.models import get_family
+        from edgepipe.models.train import seed_everything, train_classifier
+
+        seed_everything(recipe.seed)
+        input_shape = list(task.input.concrete_shape(1))
+        model = get_family(recipe.model.family).build(recipe.model.params, input_shape, task.num_classes)
+        history = train_classifier(model, task, recipe.train, recipe.seed)
+        log(f"[train] {recipe.model.family}: {history['parameters']:,} parameters, "
+            f"test accuracy {history['test_accuracy']:.4f} after {history['epochs']} epochs")  # fmt: skip
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(out / "model.safetensors"))
+        info = {"family": recipe.model.family, "params": recipe.model.params, "input_shape": input_shape,
+                "num_classes": task.num_classes, "training": history}  # fmt: skip
+        return StageOutput(format="torch", precision="fp32", primary="model.safetensors",
+                           inputs=[task.input], outputs=[task.output], model=info)  # fmt: skip
+
+    config = {"model": recipe.model.model_dump(), "train": recipe.train.model_dump(), "seed": recipe.seed,
+              "data_sha256": task.data_sha256()}  # fmt: skip
+    return _stage(store, log, "train", force, name="torch-fp32", stage="train", config=config, parent=None,
+                  tools=package_versions(("edgepipe", "torch", "numpy", "scikit-learn")), build=build,
+                  task=task.describe(), seed=recipe.seed)  # fmt: skip
+
+
+def export_stages(recipe: Recipe, task: Task, torch_artifact: Artifact, store: ArtifactStore, log: Log,
+                  force: bool) -> list[Artifact]:  # fmt: skip
+    from edgepipe.export import FORMAT_TOOLS, get_exporter, get_quantizer
+    from edgepipe.models import load_torch_model
+
+    module = None
+    artifacts: list[Artifact] = []
+    for target in recipe.targets:
+        tools = package_versions(("edgepipe", *FORMAT_TOOLS[target.format]))
+        config = target.model_dump(exclude={"quantize"})
+
+        def build_export(out: Path, target: Any = target) -> StageOutput:
+            nonlocal module
+            module = module or load_torch_model(torch_artifact.manifest.model, torch_artifact.model_file)
+            return get_exporter(target.format)(module, task.calibration.x[:2], out, target)
+
+        fp32 = _stage(store, log, f"export {target.format}", force, name=f"{target.format}-fp32", stage="export",
+                      config=config, parent=torch_artifact, tools=tools, build=build_export, seed=recipe.seed)  # fmt: skip
+        artifacts.append(fp32)
+        for q in target.quantize:
+            def build_quant(out: Path, q: Any = q, fmt: str = target.format) -> StageOutput:
+                return get_quantizer(fmt)(fp32, q, task.calibration.x, out)
+
+            qconfig = {**q.model_dump(), "calibration_sha256": task.calibration.sha256()}
+            artifacts.append(_stage(store, log, f"quantize {target.format} {q.precision}", force,
+                                    name=f"{target.format}-{q.precision}-{q.method}", stage="quantize", config=qconfig,
+                                    parent=fp32, tools=tools, build=build_quant, seed=recipe.seed))  # fmt: skip
+    return artifacts
+
+
+def _jobs(recipe: Recipe, artifacts: list[Artifact], eval_spec: dict[str, Any]) -> list[dict[str, Any]]:
+    from edgepipe.runtimes import default_runtime
+
+    b = recipe.benchmark
+    jobs = []
+    for art in artifacts:
+        m = art.manifest
+        runtimes = [default_runtime(m.format), *b.runtimes.get(m.format, [])]
+        for runtime in dict.fromkeys(runtimes):
+            for device in b.devices:
+                jobs.append({
+                    "path": str(art.model_file), "runtime": runtime, "device": device, "threads": b.threads,
+                    "batch_size": b.batch_size, "warmup": b.warmup, "runs": b.runs, "max_seconds": b.max_seconds,
+                    "seed": recipe.seed, "eval": eval_spec,
+                    "artifact": {"name": m.name, "format": m.format, "precision": m.precision,
+                                 "path": str(art.path), "size_bytes": m.size_bytes, "sha256": m.sha256},
+                })  # fmt: skip
+    return jobs
+
+
+def check_gates(rows: list[dict[str, Any]], gates: GatesConfig) -> list[str]:
+    """Failures of the parity and accuracy gates; each row also gets ``gates: {passed, failures}``."""
+    failures: list[str] = []
+    reference = next((r for r in rows if r["runtime"] == "torch" and r.get("status") == "ok"), None)
+    for row in rows:
+        par, a = row.get("parity"), row.get("artifact") or {}
+        if row.get("status") != "ok" or par is None or row is reference:
+            continue
+        mine: list[str] = []
+        if a.get("precision") == "fp32":
+            if par["top1_agreement"] < gates.fp32_min_top1_agreement:
+                mine.append(f"top-1 agreement {par['top1_agreement']:.4f} < {gates.fp32_min_top1_agreement}")
+            if par["max_abs_diff"] > gates.fp32_max_abs_diff:
+                mine.append(f"max abs diff {par['max_abs_diff']:.2e} > {gates.fp32_max_abs_diff:.0e}")
+        else:
+            if par["top1_agreement"] < gates.quantized_min_top1_agreement:
+                mine.append(f"top-1 agreement {par['top1_agreement']:.4f} < {gates.quantized_min_top1_agreement}")
+            ref_acc = (reference or {}).get("metrics", {}).get("accuracy")
+            acc = row.get("metrics", {}).get("accuracy")
+            if ref_acc is not None and acc is not None and ref_acc - acc > gates.quantized_max_accuracy_drop:
+                mine.append(f"accuracy drop {ref_acc - acc:.4f} > {gates.quantized_max_accuracy_drop}")
+        row["gates"] = {"passed": not mine, "failures": mine}
+        failures += [f"{a.get('format')}/{a.get('precision')}@{row['runtime']}: {f}" for f in mine]
+    return failures
+
+
+def run_recipe(recipe: Recipe | str | Path, out_dir: str | Path | None = None, force: bool = False,
+               log: Log = print) -> RunResult:  # fmt: skip
+    """Run a recipe end to end and write results.json / .md / .csv into the run folder.
+
+    Gate failures do not raise: they are in ``RunResult.gate_failures`` (the CLI exits 4 on them).
+
+    >>> result = run_recipe("recipes/quickstart.yaml")          # doctest: +SKIP
+    >>> result.results["results"][0]["latency_ms"]["median"]     # doctest: +SKIP
+    """
+    from edgepipe.benchmarks.report import RESULTS_SCHEMA_VERSION, add_comparisons, render_table, write_results
+    from edgepipe.benchmarks.worker import run_in_subprocess
+
+    started = time.perf_counter()
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(out_dir or recipe.output_dir or Path("runs") / recipe.name)
+    try:
+        store = ArtifactStore(out / "artifacts")
+    except OSError as e:
+        raise InputError(f"{out}: cannot create the run folder ({e.strerror})") from None
+
+    task = build_task(recipe.task, recipe.seed)
+    log(f"[data] {task.name}: train {len(task.train)}, calibration {len(task.calibration)}, test {len(task.test)}")
+    torch_artifact = train_stage(recipe, task, store, log, force)
+    exported = export_stages(recipe, task, torch_artifact, store, log, force)
+
+    # The reference outputs come from the torch model on the test split, once, in this process.
+    from edgepipe.runtimes import get_runtime
+
+    ref_session = get_runtime("torch").load(torch_artifact.model_file, threads=recipe.benchmark.threads)
+    reference = np.concatenate([ref_session.run({"input": task.test.x[i : i + 256]})[0]
+                                for i in range(0, len(task.test), 256)])  # fmt: skip
+    data_dir = out / "data"
+    eval_spec = {
+        "x": str(_save_npy(data_dir / "test_x.npy", task.test.x)),
+        "y": str(_save_npy(data_dir / "test_y.npy", task.test.y)),
+        "reference": str(_save_npy(data_dir / "reference_logits.npy", reference)),
+        "metric": task.metric,
+    }
+    artifacts = ([torch_artifact] if recipe.benchmark.reference else []) + exported
+    rows = []
+    for job in _jobs(recipe, artifacts, eval_spec):
+        t0 = time.perf_counter()
+        row = run_in_subprocess(job, recipe.benchmark.timeout_s)
+        row["name"] = job["artifact"]["name"]
+        lat = row.get("latency_ms") or {}
+        status = f"median {lat['median']:.3f} ms (n={lat['n']})" if row["status"] == "ok" else f"{row['status']}: {row.get('error')}"
+        log(f"[bench] {row['name']} on {job['runtime']}/{job['device']}: {status} [{time.perf_counter() - t0:.1f} s]")
+        rows.append(row)
+
+    notes = add_comparisons(rows)
+    gate_failures = check_gates(rows, recipe.gates)
+    notes += [f"GATE FAILED: {f}" for f in gate_failures]
+    results = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "recipe": {"name": recipe.name, "config": recipe.model_dump(mode="json")},
+        "environment": describe_environment(),
+        "results": rows,
+        "notes": notes,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    paths = write_results(results, out)
+    log("")
+    log(render_table(rows))
+    log("")
+    for n in notes:
+        log(f"- {n}")
+    log(f"\nwrote {paths['json']}, {paths['md'].name}, {paths['csv'].name} in {results['wall_seconds']:.1f} s")
+    return RunResult(results, out, paths, gate_failures)
+

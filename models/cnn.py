@@ -1,0 +1,44 @@
+"""A small VGG-style CNN for image classification (digits by default).
+
+Sized so that compression shows: ~260k parameters and ~95M MACs at 32x32. A much smaller net is
+dominated by runtime overhead and INT8 or pruning then show nothing (see FINDINGS.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channels: list[int] = Field(default=[64, 128], min_length=1)
+    convs_per_block: int = Field(2, ge=1, le=4)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class CNN(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, params: Params):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c_out in params.channels:
+            for _ in range(params.convs_per_block):
+                layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+                c_in = c_out
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(params.dropout)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(input)).flatten(1)
+        return self.fc(self.dropout(x))
+
+
+def build(params: Params, input_shape: list[int], num_classes: int) -> CNN:
+    """``input_shape`` is (C, H, W) or (N, C, H, W) with a symbolic N."""
+    return CNN(int(input_shape[-3]), num_classes, params)

@@ -1,0 +1,37 @@
+"""Runtimes behind one protocol, imported lazily: a missing backend is 'unavailable', never an
+ImportError at start-up. The table below is the one place that lists them.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from edgepipe.errors import InputError
+from edgepipe.formats import FORMATS
+from edgepipe.runtimes.base import Generation, LanguageModelSession, Runtime, Session
+
+# name -> "module:class". Planned: "litert" (tflite), "llama.cpp" (gguf), "tflite-micro".
+RUNTIMES: dict[str, str] = {
+    "torch": "edgepipe.runtimes.torch_runtime:TorchRuntime",
+    "onnxruntime": "edgepipe.runtimes.onnxruntime_runtime:OnnxRuntime",
+    "openvino": "edgepipe.runtimes.openvino_runtime:OpenVINORuntime",
+}
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime object for a name (it may still be unavailable: see ``unavailable_reason``)."""
+    if name not in RUNTIMES:
+        raise InputError(f"unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")
+    module, _, cls = RUNTIMES[name].partition(":")
+    runtime: Runtime = getattr(importlib.import_module(module), cls)()
+    return runtime
+
+
+def default_runtime(format: str) -> str:
+    for name in FORMATS[format].runtimes:
+        if name in RUNTIMES:
+            return name
+    raise InputError(f"no runtime for format '{format}' in this version of edgepipe")
+
+
+__all__ = ["RUNTIMES", "Generation", "LanguageModelSession", "Runtime", "Session", "default_runtime", "get_runtime"]

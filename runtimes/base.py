@@ -1,0 +1,114 @@
+"""The runtime protocol: every backend loads a model file into a Session that maps named numpy
+inputs to numpy outputs. Language-model runtimes add ``logits`` and ``generate``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgepipe.artifact import TensorSpec
+from edgepipe.environment import package_version
+from edgepipe.errors import InputError, UnavailableError, first_line
+
+
+class Session(ABC):
+    """A loaded model, ready to run on one device with a fixed thread count."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    # What the runtime actually did, for the results row (e.g. the execution provider in use).
+    info: dict[str, Any]
+
+    @abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run once; ``feeds`` maps input names to arrays; returns outputs in ``self.outputs`` order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release native resources early (optional)."""
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """Raise InputError for a missing input or a shape/dtype that cannot match the spec."""
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise InputError(f"input '{spec.name}' is missing (model inputs: {[s.name for s in self.inputs]})")
+            arr = feeds[spec.name]
+            if arr.ndim != len(spec.shape):
+                raise InputError(f"input '{spec.name}': expected {len(spec.shape)} dimensions {spec.shape}, got shape {list(arr.shape)}")
+            for want, got in zip(spec.shape, arr.shape, strict=True):
+                if isinstance(want, int) and want >= 0 and want != got:
+                    raise InputError(f"input '{spec.name}': expected shape {spec.shape}, got {list(arr.shape)}")
+            if np.dtype(spec.dtype) != arr.dtype:
+                raise InputError(f"input '{spec.name}': expected dtype {spec.dtype}, got {arr.dtype}")
+
+
+@dataclass
+class Generation:
+    """What a language-model runtime returns from ``generate``: tokens plus timings."""
+
+    tokens: list[int]
+    prompt_tokens: int
+    prompt_ms: float
+    generate_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return len(self.tokens) / (self.generate_ms / 1000) if self.generate_ms > 0 else float("nan")
+
+
+class LanguageModelSession(Session):
+    """Sessions of causal language models (llama.cpp, torch, onnxruntime with a KV cache)."""
+
+    vocab_size: int
+
+    @abstractmethod
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        """Logits for every position of ``tokens``: shape (len(tokens), vocab_size), float32."""
+
+    @abstractmethod
+    def generate(self, prompt: list[int], max_new_tokens: int, greedy: bool = True) -> Generation:
+        """Generate after ``prompt``; timings separate prompt processing from token generation."""
+
+
+class Runtime(ABC):
+    """A backend. Subclasses name the module they need; a missing one makes the runtime unavailable."""
+
+    name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]
+    module: ClassVar[str]  # import name checked by ``unavailable_reason``
+    package: ClassVar[str]  # distribution to install, for messages and versions
+
+    def unavailable_reason(self) -> str | None:
+        """None when usable here, else why not (one line)."""
+        try:
+            importlib.import_module(self.module)
+        except ImportError as e:
+            return f"runtime '{self.name}' is not installed ({first_line(e)}); pip install {self.package}"
+        return None
+
+    def require(self) -> None:
+        if (reason := self.unavailable_reason()) is not None:
+            raise UnavailableError(reason)
+
+    def version(self) -> str | None:
+        return package_version(self.package)
+
+    @abstractmethod
+    def devices(self) -> list[str]:
+        """Devices usable on this machine, lower case: 'cpu', 'cuda', 'gpu', 'npu'."""
+
+    def check_device(self, device: str) -> None:
+        have = self.devices()
+        if device not in have:
+            raise UnavailableError(f"device '{device}' is not available to runtime '{self.name}' here (available: {', '.join(have)})")
+
+    @abstractmethod
+    def load(self, path: Path, *, device: str = "cpu", threads: int | None = None,
+             options: dict[str, Any] | None = None) -> Session:  # fmt: skip
+        """Load a model file. Bad files raise InputError naming the file; absent devices UnavailableError."""

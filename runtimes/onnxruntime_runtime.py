@@ -1,0 +1,71 @@
+"""onnxruntime: CPU, plus the CUDA execution provider where onnxruntime-gpu and a GPU are present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepipe.artifact import TensorSpec
+from edgepipe.errors import InputError, UnavailableError, first_line
+from edgepipe.runtimes.base import Runtime, Session
+
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}  # fmt: skip
+
+
+def _spec(arg: Any) -> TensorSpec:
+    shape = [d if isinstance(d, int) else (d or "?") for d in arg.shape]
+    return TensorSpec(name=arg.name, shape=shape, dtype=_ORT_TYPES.get(arg.type, arg.type))
+
+
+class OrtSession(Session):
+    def __init__(self, session: Any):
+        self._session = session
+        self.inputs = [_spec(a) for a in session.get_inputs()]
+        self.outputs = [_spec(a) for a in session.get_outputs()]
+        self._names = [o.name for o in self.outputs]
+        self.info = {"providers": session.get_providers()}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return list(self._session.run(self._names, feeds))
+
+
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+    formats = ("onnx",)
+    module = "onnxruntime"
+    package = "onnxruntime"
+
+    def devices(self) -> list[str]:
+        import onnxruntime as ort
+
+        have = set(ort.get_available_providers())
+        return [d for d, p in _PROVIDERS.items() if p in have]
+
+    def load(self, path: Path, *, device: str = "cpu", threads: int | None = None,
+             options: dict[str, Any] | None = None) -> Session:  # fmt: skip
+        self.require()
+        self.check_device(device)
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = threads or 0
+        so.inter_op_num_threads = 1
+        for key, value in (options or {}).items():
+            so.add_session_config_entry(key, str(value))
+        providers = [_PROVIDERS[device], *(["CPUExecutionProvider"] if device != "cpu" else [])]
+        try:
+            session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as e:  # onnxruntime raises its own pybind exception types
+            raise InputError(f"{path}: onnxruntime cannot load this model: {first_line(e)}") from None
+        if session.get_providers()[0] != _PROVIDERS[device]:
+            raise UnavailableError(f"{path}: onnxruntime did not place the model on '{device}'")
+        return OrtSession(session)

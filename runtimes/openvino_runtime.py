@@ -1,0 +1,72 @@
+"""OpenVINO: reads IR (.xml + .bin) and ONNX. FP32 parity needs INFERENCE_PRECISION_HINT=f32: on CPUs
+with AMX the default precision is bf16, which is reported as a precision of its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepipe.artifact import TensorSpec
+from edgepipe.errors import InputError, first_line
+from edgepipe.runtimes.base import Runtime, Session
+
+
+def _spec(port: Any, index: int, kind: str) -> TensorSpec:
+    try:
+        name = port.get_any_name()
+    except RuntimeError:  # unnamed port
+        name = f"{kind}_{index}"
+    shape: list[int | str] = [d.get_length() if d.is_static else "?" for d in port.get_partial_shape()]
+    return TensorSpec(name=name, shape=shape, dtype=np.dtype(port.get_element_type().to_dtype()).name)
+
+
+class OpenVINOSession(Session):
+    def __init__(self, compiled: Any, info: dict[str, Any]):
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self.inputs = [_spec(p, i, "input") for i, p in enumerate(compiled.inputs)]
+        self.outputs = [_spec(p, i, "output") for i, p in enumerate(compiled.outputs)]
+        self.info = info
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        # Inputs by index: names differ by source ('x' from torch, 'input' from ONNX).
+        self._request.infer([feeds[s.name] for s in self.inputs])
+        return [self._request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
+
+
+class OpenVINORuntime(Runtime):
+    name = "openvino"
+    formats = ("openvino", "onnx")
+    module = "openvino"
+    package = "openvino"
+
+    def devices(self) -> list[str]:
+        import openvino as ov
+
+        return [d.split(".")[0].lower() for d in ov.Core().available_devices]
+
+    def load(self, path: Path, *, device: str = "cpu", threads: int | None = None,
+             options: dict[str, Any] | None = None) -> Session:  # fmt: skip
+        self.require()
+        self.check_device(device)
+        import openvino as ov
+
+        opts = dict(options or {})
+        precision = str(opts.pop("inference_precision", "f32"))
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        config.update(opts)
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+            compiled = core.compile_model(model, device.upper(), config)
+        except Exception as e:  # OpenVINO raises RuntimeError/its own types for bad files
+            raise InputError(f"{path}: OpenVINO cannot load this model: {first_line(e)}") from None
+        info = {
+            "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+        }
+        return OpenVINOSession(compiled, info)

@@ -1,0 +1,60 @@
+"""PyTorch, the reference every artifact is compared with. Loads edgepipe torch artifacts
+(safetensors weights + the model family recorded in the manifest beside them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepipe.artifact import TensorSpec, read_manifest
+from edgepipe.errors import InputError
+from edgepipe.runtimes.base import Runtime, Session
+
+
+class TorchSession(Session):
+    def __init__(self, module: Any, device: str, inputs: list[TensorSpec], outputs: list[TensorSpec]):
+        import torch
+
+        self._torch = torch
+        self.device = torch.device(device)
+        self.module = module.to(self.device).eval()
+        self.inputs, self.outputs = inputs, outputs
+        self.info = {"torch_threads": torch.get_num_threads()}
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        torch = self._torch
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])).to(self.device) for s in self.inputs]
+        with torch.inference_mode():
+            out = self.module(*args)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.detach().cpu().numpy() for o in outs]
+
+
+class TorchRuntime(Runtime):
+    name = "torch"
+    formats = ("torch",)
+    module = "torch"
+    package = "torch"
+
+    def devices(self) -> list[str]:
+        import torch
+
+        return ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+    def load(self, path: Path, *, device: str = "cpu", threads: int | None = None,
+             options: dict[str, Any] | None = None) -> Session:  # fmt: skip
+        self.require()
+        self.check_device(device)
+        import torch
+
+        from edgepipe.models import load_torch_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        manifest = read_manifest(Path(path).parent)
+        if manifest.format != "torch":
+            raise InputError(f"{path}: manifest says format '{manifest.format}', not torch")
+        module = load_torch_model(manifest.model, Path(path))
+        return TorchSession(module, device, manifest.inputs, manifest.outputs)
