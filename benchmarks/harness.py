@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgepipe.benchmarks.stats import latency_stats
+from edgepipe.runtimes import Session, get_runtime
 
 from edgepipe.artifact import FileEntry, TensorSpec, content_sha256, sha256_file
 from edgepipe.errors import InputError
 from edgepipe.formats import detect_format
 from edgepipe.metrics import METRICS, parity
-from edgepipe.runtimes import Session, get_runtime
-from edgepipe.benchmarks.stats import latency_stats
 
 _SIDE_FILES = {".xml": (".bin",)}  # files that belong to a model file
 
@@ -40,10 +40,18 @@ class EvalData:
 
 def describe_file(path: Path, format: str, precision: str | None = None) -> dict[str, Any]:
     """The ``artifact`` block of a results row for a bare model file."""
-    files = [path, *(path.with_suffix(s) for s in _SIDE_FILES.get(path.suffix, ()) if path.with_suffix(s).exists())]
+    files = [
+        path,
+        *(path.with_suffix(s) for s in _SIDE_FILES.get(path.suffix, ()) if path.with_suffix(s).exists()),
+    ]
     entries = [FileEntry(path=f.name, size_bytes=f.stat().st_size, sha256=sha256_file(f)) for f in files]
-    return {"format": format, "precision": precision, "path": str(path),
-            "size_bytes": sum(e.size_bytes for e in entries), "sha256": content_sha256(entries)}  # fmt: skip
+    return {
+        "format": format,
+        "precision": precision,
+        "path": str(path),
+        "size_bytes": sum(e.size_bytes for e in entries),
+        "sha256": content_sha256(entries),
+    }
 
 
 def random_feeds(inputs: list[TensorSpec], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -73,8 +81,9 @@ def _batches(x: np.ndarray, size: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(x[i : i + size]) for i in range(0, whole, size)]
 
 
-def time_runs(session: Session, feeds: list[dict[str, np.ndarray]], warmup: int, runs: int,
-              max_seconds: float) -> list[float]:  # fmt: skip
+def time_runs(
+    session: Session, feeds: list[dict[str, np.ndarray]], warmup: int, runs: int, max_seconds: float
+) -> list[float]:
     """Per-call latencies in ms, after ``warmup`` untimed calls; stops after ``max_seconds`` of timing."""
     for i in range(warmup):
         session.run(feeds[i % len(feeds)])
@@ -89,7 +98,9 @@ def time_runs(session: Session, feeds: list[dict[str, np.ndarray]], warmup: int,
     return samples
 
 
-def evaluate(session: Session, data: EvalData, batch_size: int = 64) -> tuple[dict[str, float], dict[str, float] | None]:
+def evaluate(
+    session: Session, data: EvalData, batch_size: int = 64
+) -> tuple[dict[str, float], dict[str, float] | None]:
     """Task metric and parity on the evaluation data (outputs[0] are the logits)."""
     fixed = _fixed_batch(session)
     size = fixed or batch_size

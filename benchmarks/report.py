@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgepipe.artifact import atomic_write_text
 from edgepipe.benchmarks.stats import speedup
+
+from edgepipe.artifact import atomic_write_text
 
 RESULTS_SCHEMA_VERSION = 1
 
@@ -69,8 +70,23 @@ def _f(x: Any, fmt: str) -> str:
     return "" if x is None else format(x, fmt)
 
 
-COLUMNS = ("format", "precision", "runtime", "device", "threads", "size", "accuracy", "median ms", "p90 ms",
-           "p99 ms", "n", "speed-up vs fp32", "top-1 agree", "max |diff|", "status")  # fmt: skip
+COLUMNS = (
+    "format",
+    "precision",
+    "runtime",
+    "device",
+    "threads",
+    "size",
+    "accuracy",
+    "median ms",
+    "p90 ms",
+    "p99 ms",
+    "n",
+    "speed-up vs fp32",
+    "top-1 agree",
+    "max |diff|",
+    "status",
+)
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -80,19 +96,32 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
         vs = r.get("vs_fp32")
         spd = "" if not vs else f"x{vs['ratio']:.2f}" + ("" if vs["significant"] else " (n.s.)")
         acc = (r.get("metrics") or {}).get("accuracy")
-        out.append([
-            str(a.get("format")), str(a.get("precision") or "?"), r["runtime"], str(r.get("device")),
-            str(r.get("threads") or "auto"), _mb(a.get("size_bytes")), _f(acc, ".4f"),
-            _f(lat.get("median"), ".3f"), _f(lat.get("p90"), ".3f"), _f(lat.get("p99"), ".3f"),
-            str(lat.get("n", "")), spd, _f(par.get("top1_agreement"), ".4f"), _f(par.get("max_abs_diff"), ".2e"),
-            r.get("status", "?"),
-        ])  # fmt: skip
+        out.append(
+            [
+                str(a.get("format")),
+                str(a.get("precision") or "?"),
+                r["runtime"],
+                str(r.get("device")),
+                str(r.get("threads") or "auto"),
+                _mb(a.get("size_bytes")),
+                _f(acc, ".4f"),
+                _f(lat.get("median"), ".3f"),
+                _f(lat.get("p90"), ".3f"),
+                _f(lat.get("p99"), ".3f"),
+                str(lat.get("n", "")),
+                spd,
+                _f(par.get("top1_agreement"), ".4f"),
+                _f(par.get("max_abs_diff"), ".2e"),
+                r.get("status", "?"),
+            ]
+        )
     return out
 
 
 def render_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
     body = table_rows(rows)
     widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
+
     def line(cells: list[str] | tuple[str, ...]) -> str:
         padded = [c.ljust(w) for c, w in zip(cells, widths, strict=True)]
         return "| " + " | ".join(padded) + " |" if markdown else "  ".join(padded).rstrip()
@@ -123,10 +152,35 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-CSV_FIELDS = ("name", "format", "precision", "path", "size_bytes", "sha256", "runtime", "runtime_version", "device",
-              "threads", "batch_size", "status", "accuracy", "latency_n", "latency_mean_ms", "latency_median_ms",
-              "latency_p90_ms", "latency_p99_ms", "latency_ci95_low_ms", "latency_ci95_high_ms", "load_ms",
-              "peak_rss_mb", "speedup_vs_fp32", "speedup_significant", "top1_agreement", "max_abs_diff", "error")  # fmt: skip
+CSV_FIELDS = (
+    "name",
+    "format",
+    "precision",
+    "path",
+    "size_bytes",
+    "sha256",
+    "runtime",
+    "runtime_version",
+    "device",
+    "threads",
+    "batch_size",
+    "status",
+    "accuracy",
+    "latency_n",
+    "latency_mean_ms",
+    "latency_median_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "latency_ci95_low_ms",
+    "latency_ci95_high_ms",
+    "load_ms",
+    "peak_rss_mb",
+    "speedup_vs_fp32",
+    "speedup_significant",
+    "top1_agreement",
+    "max_abs_diff",
+    "error",
+)
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
@@ -134,21 +188,44 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        a, lat, par, vs = r.get("artifact") or {}, r.get("latency_ms") or {}, r.get("parity") or {}, r.get("vs_fp32") or {}
+        a, lat, par, vs = (
+            r.get("artifact") or {},
+            r.get("latency_ms") or {},
+            r.get("parity") or {},
+            r.get("vs_fp32") or {},
+        )
         ci = lat.get("ci95") or [None, None]
-        w.writerow({
-            "name": r.get("name"), "format": a.get("format"), "precision": a.get("precision"), "path": a.get("path"),
-            "size_bytes": a.get("size_bytes"), "sha256": a.get("sha256"), "runtime": r["runtime"],
-            "runtime_version": r.get("runtime_version"), "device": r.get("device"), "threads": r.get("threads"),
-            "batch_size": r.get("batch_size"), "status": r.get("status"),
-            "accuracy": (r.get("metrics") or {}).get("accuracy"), "latency_n": lat.get("n"),
-            "latency_mean_ms": lat.get("mean"), "latency_median_ms": lat.get("median"),
-            "latency_p90_ms": lat.get("p90"), "latency_p99_ms": lat.get("p99"),
-            "latency_ci95_low_ms": ci[0], "latency_ci95_high_ms": ci[1], "load_ms": r.get("load_ms"),
-            "peak_rss_mb": r.get("peak_rss_mb"), "speedup_vs_fp32": vs.get("ratio"),
-            "speedup_significant": vs.get("significant"), "top1_agreement": par.get("top1_agreement"),
-            "max_abs_diff": par.get("max_abs_diff"), "error": r.get("error"),
-        })  # fmt: skip
+        w.writerow(
+            {
+                "name": r.get("name"),
+                "format": a.get("format"),
+                "precision": a.get("precision"),
+                "path": a.get("path"),
+                "size_bytes": a.get("size_bytes"),
+                "sha256": a.get("sha256"),
+                "runtime": r["runtime"],
+                "runtime_version": r.get("runtime_version"),
+                "device": r.get("device"),
+                "threads": r.get("threads"),
+                "batch_size": r.get("batch_size"),
+                "status": r.get("status"),
+                "accuracy": (r.get("metrics") or {}).get("accuracy"),
+                "latency_n": lat.get("n"),
+                "latency_mean_ms": lat.get("mean"),
+                "latency_median_ms": lat.get("median"),
+                "latency_p90_ms": lat.get("p90"),
+                "latency_p99_ms": lat.get("p99"),
+                "latency_ci95_low_ms": ci[0],
+                "latency_ci95_high_ms": ci[1],
+                "load_ms": r.get("load_ms"),
+                "peak_rss_mb": r.get("peak_rss_mb"),
+                "speedup_vs_fp32": vs.get("ratio"),
+                "speedup_significant": vs.get("significant"),
+                "top1_agreement": par.get("top1_agreement"),
+                "max_abs_diff": par.get("max_abs_diff"),
+                "error": r.get("error"),
+            }
+        )
     return buf.getvalue()
 
 

@@ -33,8 +33,15 @@ def _load_eval(spec: dict[str, Any] | None) -> Any:
 
 
 def failed_row(job: dict[str, Any], status: str, error: str) -> dict[str, Any]:
-    return {"artifact": job.get("artifact"), "runtime": job["runtime"], "device": job.get("device", "cpu"),
-            "threads": job.get("threads"), "batch_size": job.get("batch_size"), "status": status, "error": error}  # fmt: skip
+    return {
+        "artifact": job.get("artifact"),
+        "runtime": job["runtime"],
+        "device": job.get("device", "cpu"),
+        "threads": job.get("threads"),
+        "batch_size": job.get("batch_size"),
+        "status": status,
+        "error": error,
+    }
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -55,8 +62,14 @@ def run_in_subprocess(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """Run a job in a fresh interpreter; a crash or time-out becomes a failed row, never an exception."""
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
     try:
-        proc = subprocess.run([sys.executable, "-m", "edgepipe.benchmarks.worker"], input=json.dumps(job),
-                              capture_output=True, text=True, timeout=timeout_s, env=env)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgepipe.benchmarks.worker"],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         return failed_row(job, "failed", f"benchmark did not finish within {timeout_s:.0f} s")
     lines = proc.stdout.strip().splitlines()

@@ -22,11 +22,15 @@ if TYPE_CHECKING:
 
 # Public verbs, imported on first use so that `import edgepipe` stays light.
 _LAZY = {
-    "run_recipe": "edgepipe.pipeline", "RunResult": "edgepipe.pipeline",
-    "load_recipe": "edgepipe.recipe", "Recipe": "edgepipe.recipe",
+    "run_recipe": "edgepipe.pipeline",
+    "RunResult": "edgepipe.pipeline",
+    "load_recipe": "edgepipe.recipe",
+    "Recipe": "edgepipe.recipe",
     "benchmark_model": "edgepipe.benchmarks.harness",
-    "load_artifact": "edgepipe.artifact", "Artifact": "edgepipe.artifact", "Manifest": "edgepipe.artifact",
-}  # fmt: skip
+    "load_artifact": "edgepipe.artifact",
+    "Artifact": "edgepipe.artifact",
+    "Manifest": "edgepipe.artifact",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -38,6 +42,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Artifact", "EdgepipeError", "GateError", "InputError", "Manifest", "Recipe", "RunResult",
-    "UnavailableError", "__version__", "benchmark_model", "load_artifact", "load_recipe", "run_recipe",
-]  # fmt: skip
+    "Artifact",
+    "EdgepipeError",
+    "GateError",
+    "InputError",
+    "Manifest",
+    "Recipe",
+    "RunResult",
+    "UnavailableError",
+    "__version__",
+    "benchmark_model",
+    "load_artifact",
+    "load_recipe",
+    "run_recipe",
+]

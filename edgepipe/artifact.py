@@ -204,9 +204,14 @@ class ArtifactStore:
     @staticmethod
     def cache_key(stage: str, config: dict[str, Any], parent: Artifact | None, tools: dict[str, str]) -> str:
         return sha256_json(
-            {"schema": SCHEMA_VERSION, "stage": stage, "config": config,
-             "parent": parent.sha256 if parent else None, "tools": tools}
-        )  # fmt: skip
+            {
+                "schema": SCHEMA_VERSION,
+                "stage": stage,
+                "config": config,
+                "parent": parent.sha256 if parent else None,
+                "tools": tools,
+            }
+        )
 
     def build(
         self,
@@ -232,8 +237,7 @@ class ArtifactStore:
             out = build(tmp)
             names = [out.primary, *out.extra_files]
             entries = [
-                FileEntry(path=n, size_bytes=(tmp / n).stat().st_size, sha256=sha256_file(tmp / n))
-                for n in names
+                FileEntry(path=n, size_bytes=(tmp / n).stat().st_size, sha256=sha256_file(tmp / n)) for n in names
             ]
             manifest = Manifest(
                 name=name,

@@ -33,8 +33,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     result = run_recipe(args.recipe, out_dir=args.out, force=args.force)
     if result.gate_failures:
-        print(f"edgepipe: error: {len(result.gate_failures)} quality gate(s) failed, first: "
-              f"{result.gate_failures[0]}", file=sys.stderr)  # fmt: skip
+        print(
+            f"edgepipe: error: {len(result.gate_failures)} quality gate(s) failed, first: {result.gate_failures[0]}",
+            file=sys.stderr,
+        )
         return 4
     return 0
 
@@ -48,17 +50,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     path = resolve_model_path(args.model)
     runtime = args.runtime or default_runtime(detect_format(path))
-    row = benchmark_model(path, runtime, device=args.device, threads=args.threads, batch_size=args.batch_size,
-                          warmup=args.warmup, runs=args.runs, max_seconds=args.max_seconds)  # fmt: skip
+    row = benchmark_model(
+        path,
+        runtime,
+        device=args.device,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        warmup=args.warmup,
+        runs=args.runs,
+        max_seconds=args.max_seconds,
+    )
     row["environment"] = describe_environment()
     if args.json:
         print(json.dumps(row, indent=2))
     else:
         lat = row["latency_ms"]
         print(render_table([row]))
-        print(f"\nload {row['load_ms']:.1f} ms, first run {row['first_run_ms']:.2f} ms, mean {lat['mean']:.3f} ms, "
-              f"95% CI of median [{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}] ms, peak RSS {row['peak_rss_mb']:.0f} MB; "
-              f"inputs: {row['input_source']}; CPU: {row['environment']['cpu']['model']}")  # fmt: skip
+        print(
+            f"\nload {row['load_ms']:.1f} ms, first run {row['first_run_ms']:.2f} ms, mean {lat['mean']:.3f} ms, "
+            f"95% CI of median [{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}] ms, peak RSS {row['peak_rss_mb']:.0f} MB; "
+            f"inputs: {row['input_source']}; CPU: {row['environment']['cpu']['model']}"
+        )
     return 0
 
 
@@ -69,14 +81,25 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
     for name in RUNTIMES:
         rt = get_runtime(name)
         reason = rt.unavailable_reason()
-        report.append({"runtime": name, "formats": list(rt.formats), "available": reason is None,
-                       "version": rt.version(), "devices": rt.devices() if reason is None else [],
-                       "reason": reason})  # fmt: skip
+        report.append(
+            {
+                "runtime": name,
+                "formats": list(rt.formats),
+                "available": reason is None,
+                "version": rt.version(),
+                "devices": rt.devices() if reason is None else [],
+                "reason": reason,
+            }
+        )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         for r in report:
-            state = f"{r['version']}, devices: {', '.join(r['devices'])}" if r["available"] else f"unavailable: {r['reason']}"
+            state = (
+                f"{r['version']}, devices: {', '.join(r['devices'])}"
+                if r["available"]
+                else f"unavailable: {r['reason']}"
+            )
             print(f"{r['runtime']:<12} formats: {', '.join(r['formats']):<14} {state}")
     return 0
 
@@ -133,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("EDGEPIPE_DEBUG"):
             raise
-        print(f"edgepipe: internal error: {type(e).__name__}: {first_line(e)} (EDGEPIPE_DEBUG=1 shows the traceback)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"edgepipe: internal error: {type(e).__name__}: {first_line(e)} (EDGEPIPE_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

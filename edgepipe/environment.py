@@ -13,15 +13,46 @@ from typing import Any
 
 # ISA features that decide INT8/bf16 speed on x86 and Arm; the full flag list is long and mostly noise.
 _RELEVANT_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-    "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16",
-    "asimd", "asimddp", "i8mm", "bf16", "sve", "sve2",
-)  # fmt: skip
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "amx_fp16",
+    "asimd",
+    "asimddp",
+    "i8mm",
+    "bf16",
+    "sve",
+    "sve2",
+)
 
 TRACKED_PACKAGES = (
-    "edgepipe", "numpy", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript",
-    "openvino", "nncf", "scikit-learn", "ai-edge-litert", "litert-torch", "gguf", "llama-cpp-python",
-)  # fmt: skip
+    "edgepipe",
+    "numpy",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxscript",
+    "openvino",
+    "nncf",
+    "scikit-learn",
+    "ai-edge-litert",
+    "litert-torch",
+    "gguf",
+    "llama-cpp-python",
+)
 
 
 def package_version(name: str) -> str | None:
@@ -96,6 +127,7 @@ def describe_environment() -> dict[str, Any]:
         "cpu": cpu_description(),
         "memory_total_mb": memory_total_mb(),
         "packages": package_versions(),
-        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
-                if k in os.environ},
-    }  # fmt: skip
+        "env": {
+            k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE") if k in os.environ
+        },
+    }

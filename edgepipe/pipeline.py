@@ -64,24 +64,53 @@ def train_stage(recipe: Recipe, task: Task, store: ArtifactStore, log: Log, forc
         input_shape = list(task.input.concrete_shape(1))
         model = get_family(recipe.model.family).build(recipe.model.params, input_shape, task.num_classes)
         history = train_classifier(model, task, recipe.train, recipe.seed)
-        log(f"[train] {recipe.model.family}: {history['parameters']:,} parameters, "
-            f"test accuracy {history['test_accuracy']:.4f} after {history['epochs']} epochs")  # fmt: skip
+        log(
+            f"[train] {recipe.model.family}: {history['parameters']:,} parameters, "
+            f"test accuracy {history['test_accuracy']:.4f} after {history['epochs']} epochs"
+        )
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(out / "model.safetensors"))
-        info = {"family": recipe.model.family, "params": recipe.model.params, "input_shape": input_shape,
-                "num_classes": task.num_classes, "training": history}  # fmt: skip
-        return StageOutput(format="torch", precision="fp32", primary="model.safetensors",
-                           inputs=[task.input], outputs=[task.output], model=info)  # fmt: skip
+        info = {
+            "family": recipe.model.family,
+            "params": recipe.model.params,
+            "input_shape": input_shape,
+            "num_classes": task.num_classes,
+            "training": history,
+        }
+        return StageOutput(
+            format="torch",
+            precision="fp32",
+            primary="model.safetensors",
+            inputs=[task.input],
+            outputs=[task.output],
+            model=info,
+        )
 
-    config = {"model": recipe.model.model_dump(), "train": recipe.train.model_dump(), "seed": recipe.seed,
-              "data_sha256": task.data_sha256()}  # fmt: skip
-    return _stage(store, log, "train", force, name="torch-fp32", stage="train", config=config, parent=None,
-                  tools=package_versions(("edgepipe", "torch", "numpy", "scikit-learn")), build=build,
-                  task=task.describe(), seed=recipe.seed)  # fmt: skip
+    config = {
+        "model": recipe.model.model_dump(),
+        "train": recipe.train.model_dump(),
+        "seed": recipe.seed,
+        "data_sha256": task.data_sha256(),
+    }
+    return _stage(
+        store,
+        log,
+        "train",
+        force,
+        name="torch-fp32",
+        stage="train",
+        config=config,
+        parent=None,
+        tools=package_versions(("edgepipe", "torch", "numpy", "scikit-learn")),
+        build=build,
+        task=task.describe(),
+        seed=recipe.seed,
+    )
 
 
-def export_stages(recipe: Recipe, task: Task, torch_artifact: Artifact, store: ArtifactStore, log: Log,
-                  force: bool) -> list[Artifact]:  # fmt: skip
+def export_stages(
+    recipe: Recipe, task: Task, torch_artifact: Artifact, store: ArtifactStore, log: Log, force: bool
+) -> list[Artifact]:
     from edgepipe.export import FORMAT_TOOLS, get_exporter, get_quantizer
     from edgepipe.models import load_torch_model
 
@@ -96,17 +125,41 @@ def export_stages(recipe: Recipe, task: Task, torch_artifact: Artifact, store: A
             module = module or load_torch_model(torch_artifact.manifest.model, torch_artifact.model_file)
             return get_exporter(target.format)(module, task.calibration.x[:2], out, target)
 
-        fp32 = _stage(store, log, f"export {target.format}", force, name=f"{target.format}-fp32", stage="export",
-                      config=config, parent=torch_artifact, tools=tools, build=build_export, seed=recipe.seed)  # fmt: skip
+        fp32 = _stage(
+            store,
+            log,
+            f"export {target.format}",
+            force,
+            name=f"{target.format}-fp32",
+            stage="export",
+            config=config,
+            parent=torch_artifact,
+            tools=tools,
+            build=build_export,
+            seed=recipe.seed,
+        )
         artifacts.append(fp32)
         for q in target.quantize:
-            def build_quant(out: Path, q: Any = q, fmt: str = target.format) -> StageOutput:
-                return get_quantizer(fmt)(fp32, q, task.calibration.x, out)
+
+            def build_quant(out: Path, q: Any = q, fmt: str = target.format, parent: Artifact = fp32) -> StageOutput:
+                return get_quantizer(fmt)(parent, q, task.calibration.x, out)
 
             qconfig = {**q.model_dump(), "calibration_sha256": task.calibration.sha256()}
-            artifacts.append(_stage(store, log, f"quantize {target.format} {q.precision}", force,
-                                    name=f"{target.format}-{q.precision}-{q.method}", stage="quantize", config=qconfig,
-                                    parent=fp32, tools=tools, build=build_quant, seed=recipe.seed))  # fmt: skip
+            artifacts.append(
+                _stage(
+                    store,
+                    log,
+                    f"quantize {target.format} {q.precision}",
+                    force,
+                    name=f"{target.format}-{q.precision}-{q.method}",
+                    stage="quantize",
+                    config=qconfig,
+                    parent=fp32,
+                    tools=tools,
+                    build=build_quant,
+                    seed=recipe.seed,
+                )
+            )
     return artifacts
 
 
@@ -120,13 +173,28 @@ def _jobs(recipe: Recipe, artifacts: list[Artifact], eval_spec: dict[str, Any]) 
         runtimes = [default_runtime(m.format), *b.runtimes.get(m.format, [])]
         for runtime in dict.fromkeys(runtimes):
             for device in b.devices:
-                jobs.append({
-                    "path": str(art.model_file), "runtime": runtime, "device": device, "threads": b.threads,
-                    "batch_size": b.batch_size, "warmup": b.warmup, "runs": b.runs, "max_seconds": b.max_seconds,
-                    "seed": recipe.seed, "eval": eval_spec,
-                    "artifact": {"name": m.name, "format": m.format, "precision": m.precision,
-                                 "path": str(art.path), "size_bytes": m.size_bytes, "sha256": m.sha256},
-                })  # fmt: skip
+                jobs.append(
+                    {
+                        "path": str(art.model_file),
+                        "runtime": runtime,
+                        "device": device,
+                        "threads": b.threads,
+                        "batch_size": b.batch_size,
+                        "warmup": b.warmup,
+                        "runs": b.runs,
+                        "max_seconds": b.max_seconds,
+                        "seed": recipe.seed,
+                        "eval": eval_spec,
+                        "artifact": {
+                            "name": m.name,
+                            "format": m.format,
+                            "precision": m.precision,
+                            "path": str(art.path),
+                            "size_bytes": m.size_bytes,
+                            "sha256": m.sha256,
+                        },
+                    }
+                )
     return jobs
 
 
@@ -156,8 +224,9 @@ def check_gates(rows: list[dict[str, Any]], gates: GatesConfig) -> list[str]:
     return failures
 
 
-def run_recipe(recipe: Recipe | str | Path, out_dir: str | Path | None = None, force: bool = False,
-               log: Log = print) -> RunResult:  # fmt: skip
+def run_recipe(
+    recipe: Recipe | str | Path, out_dir: str | Path | None = None, force: bool = False, log: Log = print
+) -> RunResult:
     """Run a recipe end to end and write results.json / .md / .csv into the run folder.
 
     Gate failures do not raise: they are in ``RunResult.gate_failures`` (the CLI exits 4 on them).
@@ -165,7 +234,12 @@ def run_recipe(recipe: Recipe | str | Path, out_dir: str | Path | None = None, f
     >>> result = run_recipe("recipes/quickstart.yaml")          # doctest: +SKIP
     >>> result.results["results"][0]["latency_ms"]["median"]     # doctest: +SKIP
     """
-    from edgepipe.benchmarks.report import RESULTS_SCHEMA_VERSION, add_comparisons, render_table, write_results
+    from edgepipe.benchmarks.report import (
+        RESULTS_SCHEMA_VERSION,
+        add_comparisons,
+        render_table,
+        write_results,
+    )
     from edgepipe.benchmarks.worker import run_in_subprocess
 
     started = time.perf_counter()
@@ -186,8 +260,9 @@ def run_recipe(recipe: Recipe | str | Path, out_dir: str | Path | None = None, f
     from edgepipe.runtimes import get_runtime
 
     ref_session = get_runtime("torch").load(torch_artifact.model_file, threads=recipe.benchmark.threads)
-    reference = np.concatenate([ref_session.run({"input": task.test.x[i : i + 256]})[0]
-                                for i in range(0, len(task.test), 256)])  # fmt: skip
+    reference = np.concatenate(
+        [ref_session.run({"input": task.test.x[i : i + 256]})[0] for i in range(0, len(task.test), 256)]
+    )
     data_dir = out / "data"
     eval_spec = {
         "x": str(_save_npy(data_dir / "test_x.npy", task.test.x)),
@@ -202,7 +277,11 @@ def run_recipe(recipe: Recipe | str | Path, out_dir: str | Path | None = None, f
         row = run_in_subprocess(job, recipe.benchmark.timeout_s)
         row["name"] = job["artifact"]["name"]
         lat = row.get("latency_ms") or {}
-        status = f"median {lat['median']:.3f} ms (n={lat['n']})" if row["status"] == "ok" else f"{row['status']}: {row.get('error')}"
+        status = (
+            f"median {lat['median']:.3f} ms (n={lat['n']})"
+            if row["status"] == "ok"
+            else f"{row['status']}: {row.get('error')}"
+        )
         log(f"[bench] {row['name']} on {job['runtime']}/{job['device']}: {status} [{time.perf_counter() - t0:.1f} s]")
         rows.append(row)
 
@@ -225,4 +304,3 @@ def run_recipe(recipe: Recipe | str | Path, out_dir: str | Path | None = None, f
         log(f"- {n}")
     log(f"\nwrote {paths['json']}, {paths['md'].name}, {paths['csv'].name} in {results['wall_seconds']:.1f} s")
     return RunResult(results, out, paths, gate_failures)
-

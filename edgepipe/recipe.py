@@ -16,8 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgepipe.errors import InputError, first_line
 from edgepipe.formats import FORMATS
 
-RECIPE_VERSION = 1
-
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -116,7 +114,7 @@ class GatesConfig(Section):
 
 
 class Recipe(Section):
-    version: Literal[1] = RECIPE_VERSION
+    version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
     task: TaskConfig = TaskConfig()
@@ -171,4 +169,3 @@ def load_recipe(path: str | Path) -> Recipe:
         problem = getattr(e, "problem", None) or first_line(e)
         raise InputError(f"{p}: invalid YAML{where}: {problem}") from None
     return parse_recipe(data, str(p))
-

@@ -52,7 +52,9 @@ class Task:
         return METRICS[self.metric](outputs, labels)
 
     def data_sha256(self) -> str:
-        return hashlib.sha256("".join(s.sha256() for s in (self.train, self.calibration, self.test)).encode()).hexdigest()
+        return hashlib.sha256(
+            "".join(s.sha256() for s in (self.train, self.calibration, self.test)).encode()
+        ).hexdigest()
 
     def describe(self) -> dict[str, Any]:
         """The task block stored in every artifact's manifest."""
@@ -61,7 +63,11 @@ class Task:
             "metric": self.metric,
             "labels": self.labels,
             "preprocessing": self.preprocessing,
-            "splits": {"train": len(self.train), "calibration": len(self.calibration), "test": len(self.test)},
+            "splits": {
+                "train": len(self.train),
+                "calibration": len(self.calibration),
+                "test": len(self.test),
+            },
             "data_sha256": self.data_sha256(),
         }
 
@@ -82,9 +88,7 @@ def digits_task(config: TaskConfig, seed: int) -> Task:
         from edgepipe.errors import InputError
 
         raise InputError(f"task: test_size + calibration_size must leave training data (< {len(x) - 10})")
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=config.test_size, random_state=seed, stratify=y
-    )
+    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=config.test_size, random_state=seed, stratify=y)
     x_train, x_cal, y_train, y_cal = train_test_split(
         x_rest, y_rest, test_size=config.calibration_size, random_state=seed, stratify=y_rest
     )

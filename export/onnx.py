@@ -13,7 +13,16 @@ from edgepipe.artifact import Artifact, StageOutput, TensorSpec
 from edgepipe.recipe import QuantizeConfig, TargetConfig
 
 MODEL_FILE = "model.onnx"
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 9: "bool", 10: "float16", 11: "float64"}
+_ONNX_DTYPES = {
+    1: "float32",
+    2: "uint8",
+    3: "int8",
+    6: "int32",
+    7: "int64",
+    9: "bool",
+    10: "float16",
+    11: "float64",
+}
 
 
 def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -42,19 +51,42 @@ def export(module: Any, example: np.ndarray, out_dir: Path, config: TargetConfig
     path = out_dir / MODEL_FILE
     # Batch 2: a dynamic dimension traced at size 1 gets specialised away. Contiguous: see FINDINGS.
     x = torch.from_numpy(np.ascontiguousarray(np.repeat(example[:1], 2, axis=0))).clone()
-    names = {"input_names": ["input"], "output_names": ["logits"]}
     if config.exporter == "dynamo":
         batch = torch.export.Dim("batch", min=1, max=4096)
-        torch.onnx.export(module, (x,), str(path), dynamo=True, external_data=False, opset_version=config.opset,
-                          dynamic_shapes={"input": {0: batch}}, verbose=False, **names)  # fmt: skip
+        torch.onnx.export(
+            module,
+            (x,),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            opset_version=config.opset,
+            dynamic_shapes={"input": {0: batch}},
+            verbose=False,
+            input_names=["input"],
+            output_names=["logits"],
+        )
     else:
-        torch.onnx.export(module, (x,), str(path), dynamo=False, opset_version=config.opset or 17,
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **names)  # fmt: skip
+        torch.onnx.export(
+            module,
+            (x,),
+            str(path),
+            dynamo=False,
+            opset_version=config.opset or 17,
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            input_names=["input"],
+            output_names=["logits"],
+        )
     onnx.checker.check_model(str(path), full_check=True)
     opset = next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
     inputs, outputs = read_io_spec(path)
-    return StageOutput(format="onnx", precision="fp32", primary=MODEL_FILE, inputs=inputs, outputs=outputs,
-                       model={"exporter": config.exporter, "opset": opset})  # fmt: skip
+    return StageOutput(
+        format="onnx",
+        precision="fp32",
+        primary=MODEL_FILE,
+        inputs=inputs,
+        outputs=outputs,
+        model={"exporter": config.exporter, "opset": opset},
+    )
 
 
 class _CalibrationReader:
@@ -83,13 +115,23 @@ def _qdq_parameters(path: Path) -> dict[str, Any]:
         if node.op_type == "QuantizeLinear" and len(node.input) >= 3:
             scale, zp = inits.get(node.input[1]), inits.get(node.input[2])
             if scale is not None and zp is not None and scale.size == 1:
-                activations[node.input[0]] = {"scale": float(scale), "zero_point": int(zp), "dtype": zp.dtype.name}
+                activations[node.input[0]] = {
+                    "scale": float(scale),
+                    "zero_point": int(zp),
+                    "dtype": zp.dtype.name,
+                }
     return {"activations": activations, "op_counts": dict(sorted(ops.items()))}
 
 
 def quantize(parent: Artifact, config: QuantizeConfig, calibration: np.ndarray, out_dir: Path) -> StageOutput:
     """ONNX FP32 -> INT8 with onnxruntime.quantization (static QDQ, or dynamic)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -101,23 +143,38 @@ def quantize(parent: Artifact, config: QuantizeConfig, calibration: np.ndarray, 
     if config.method == "static":
         input_name = parent.manifest.inputs[0].name
         quantize_static(
-            str(prepared), str(path), _CalibrationReader(input_name, samples),
-            quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
-            activation_type=qtype[activation_type], weight_type=qtype[config.weight_type],
+            str(prepared),
+            str(path),
+            _CalibrationReader(input_name, samples),
+            quant_format=QuantFormat.QDQ,
+            per_channel=config.per_channel,
+            activation_type=qtype[activation_type],
+            weight_type=qtype[config.weight_type],
             calibrate_method=CalibrationMethod.MinMax,
-        )  # fmt: skip
+        )
     else:
-        quantize_dynamic(str(prepared), str(path), per_channel=config.per_channel, weight_type=qtype[config.weight_type])
+        quantize_dynamic(
+            str(prepared), str(path), per_channel=config.per_channel, weight_type=qtype[config.weight_type]
+        )
     prepared.unlink()
     inputs, outputs = read_io_spec(path)
     params = _qdq_parameters(path)
     return StageOutput(
-        format="onnx", precision=config.precision, primary=MODEL_FILE, inputs=inputs, outputs=outputs,
+        format="onnx",
+        precision=config.precision,
+        primary=MODEL_FILE,
+        inputs=inputs,
+        outputs=outputs,
         quantization={
-            "tool": "onnxruntime.quantization", **config.model_dump(), "activation_type": activation_type,
+            "tool": "onnxruntime.quantization",
+            **config.model_dump(),
+            "activation_type": activation_type,
             "format": "QDQ" if config.method == "static" else "dynamic",
-            "calibration": {"split": "calibration", "samples": len(samples) if config.method == "static" else 0,
-                            "method": "MinMax"},
+            "calibration": {
+                "split": "calibration",
+                "samples": len(samples) if config.method == "static" else 0,
+                "method": "MinMax",
+            },
             **params,
         },
-    )  # fmt: skip
+    )

@@ -17,12 +17,13 @@ WEIGHTS_FILE = "model.bin"
 
 def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     import openvino as ov
-
     from edgepipe.runtimes.openvino_runtime import _spec
 
     model = ov.Core().read_model(str(path))
-    return ([_spec(p, i, "input") for i, p in enumerate(model.inputs)],
-            [_spec(p, i, "output") for i, p in enumerate(model.outputs)])  # fmt: skip
+    return (
+        [_spec(p, i, "input") for i, p in enumerate(model.inputs)],
+        [_spec(p, i, "output") for i, p in enumerate(model.outputs)],
+    )
 
 
 def _save(model: Any, out_dir: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -43,8 +44,15 @@ def export(module: Any, example: np.ndarray, out_dir: Path, config: TargetConfig
     model.inputs[0].get_tensor().set_names({"input"})
     model.outputs[0].get_tensor().set_names({"logits"})
     inputs, outputs = _save(model, out_dir)
-    return StageOutput(format="openvino", precision="fp32", primary=MODEL_FILE, extra_files=[WEIGHTS_FILE],
-                       inputs=inputs, outputs=outputs, model={"exporter": "openvino.convert_model"})  # fmt: skip
+    return StageOutput(
+        format="openvino",
+        precision="fp32",
+        primary=MODEL_FILE,
+        extra_files=[WEIGHTS_FILE],
+        inputs=inputs,
+        outputs=outputs,
+        model={"exporter": "openvino.convert_model"},
+    )
 
 
 def quantize(parent: Artifact, config: QuantizeConfig, calibration: np.ndarray, out_dir: Path) -> StageOutput:
@@ -58,12 +66,21 @@ def quantize(parent: Artifact, config: QuantizeConfig, calibration: np.ndarray, 
     items = [np.ascontiguousarray(samples[i : i + 1]) for i in range(len(samples))]
     preset = nncf.QuantizationPreset.PERFORMANCE  # NNCF's default for CPU: symmetric, fastest kernels
     model = ov.Core().read_model(str(parent.model_file))
-    quantized = nncf.quantize(model, nncf.Dataset(items), subset_size=len(items), preset=preset,
-                              target_device=nncf.TargetDevice.CPU)  # fmt: skip
+    quantized = nncf.quantize(
+        model, nncf.Dataset(items), subset_size=len(items), preset=preset, target_device=nncf.TargetDevice.CPU
+    )
     inputs, outputs = _save(quantized, out_dir)
     return StageOutput(
-        format="openvino", precision=config.precision, primary=MODEL_FILE, extra_files=[WEIGHTS_FILE],
-        inputs=inputs, outputs=outputs,
-        quantization={"tool": "nncf.quantize", **config.model_dump(), "preset": preset.value,
-                      "calibration": {"split": "calibration", "samples": len(items)}},
-    )  # fmt: skip
+        format="openvino",
+        precision=config.precision,
+        primary=MODEL_FILE,
+        extra_files=[WEIGHTS_FILE],
+        inputs=inputs,
+        outputs=outputs,
+        quantization={
+            "tool": "nncf.quantize",
+            **config.model_dump(),
+            "preset": preset.value,
+            "calibration": {"split": "calibration", "samples": len(items)},
+        },
+    )

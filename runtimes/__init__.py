@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import importlib
 
+from edgepipe.runtimes.base import Generation, LanguageModelSession, Runtime, Session
+
 from edgepipe.errors import InputError
 from edgepipe.formats import FORMATS
-from edgepipe.runtimes.base import Generation, LanguageModelSession, Runtime, Session
 
 # name -> "module:class". Planned: "litert" (tflite), "llama.cpp" (gguf), "tflite-micro".
 RUNTIMES: dict[str, str] = {
@@ -34,4 +35,12 @@ def default_runtime(format: str) -> str:
     raise InputError(f"no runtime for format '{format}' in this version of edgepipe")
 
 
-__all__ = ["RUNTIMES", "Generation", "LanguageModelSession", "Runtime", "Session", "default_runtime", "get_runtime"]
+__all__ = [
+    "RUNTIMES",
+    "Generation",
+    "LanguageModelSession",
+    "Runtime",
+    "Session",
+    "default_runtime",
+    "get_runtime",
+]

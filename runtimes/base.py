@@ -39,7 +39,7 @@ class Session(ABC):
                 raise InputError(f"input '{spec.name}' is missing (model inputs: {[s.name for s in self.inputs]})")
             arr = feeds[spec.name]
             if arr.ndim != len(spec.shape):
-                raise InputError(f"input '{spec.name}': expected {len(spec.shape)} dimensions {spec.shape}, got shape {list(arr.shape)}")
+                raise InputError(f"input '{spec.name}': expected shape {spec.shape}, got {list(arr.shape)}")
             for want, got in zip(spec.shape, arr.shape, strict=True):
                 if isinstance(want, int) and want >= 0 and want != got:
                     raise InputError(f"input '{spec.name}': expected shape {spec.shape}, got {list(arr.shape)}")
@@ -106,9 +106,17 @@ class Runtime(ABC):
     def check_device(self, device: str) -> None:
         have = self.devices()
         if device not in have:
-            raise UnavailableError(f"device '{device}' is not available to runtime '{self.name}' here (available: {', '.join(have)})")
+            raise UnavailableError(
+                f"device '{device}' is not available to runtime '{self.name}' here (available: {', '.join(have)})"
+            )
 
     @abstractmethod
-    def load(self, path: Path, *, device: str = "cpu", threads: int | None = None,
-             options: dict[str, Any] | None = None) -> Session:  # fmt: skip
+    def load(
+        self,
+        path: Path,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Session:
         """Load a model file. Bad files raise InputError naming the file; absent devices UnavailableError."""

@@ -6,17 +6,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgepipe.runtimes.base import Runtime, Session
 
 from edgepipe.artifact import TensorSpec
 from edgepipe.errors import InputError, UnavailableError, first_line
-from edgepipe.runtimes.base import Runtime, Session
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _ORT_TYPES = {
-    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32", "tensor(int64)": "int64",
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
     "tensor(bool)": "bool",
-}  # fmt: skip
+}
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -48,8 +53,14 @@ class OnnxRuntime(Runtime):
         have = set(ort.get_available_providers())
         return [d for d, p in _PROVIDERS.items() if p in have]
 
-    def load(self, path: Path, *, device: str = "cpu", threads: int | None = None,
-             options: dict[str, Any] | None = None) -> Session:  # fmt: skip
+    def load(
+        self,
+        path: Path,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Session:
         self.require()
         self.check_device(device)
         import onnxruntime as ort

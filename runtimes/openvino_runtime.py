@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgepipe.runtimes.base import Runtime, Session
 
 from edgepipe.artifact import TensorSpec
 from edgepipe.errors import InputError, first_line
-from edgepipe.runtimes.base import Runtime, Session
 
 
 def _spec(port: Any, index: int, kind: str) -> TensorSpec:
@@ -47,8 +47,14 @@ class OpenVINORuntime(Runtime):
 
         return [d.split(".")[0].lower() for d in ov.Core().available_devices]
 
-    def load(self, path: Path, *, device: str = "cpu", threads: int | None = None,
-             options: dict[str, Any] | None = None) -> Session:  # fmt: skip
+    def load(
+        self,
+        path: Path,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Session:
         self.require()
         self.check_device(device)
         import openvino as ov

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from edgepipe.runtimes.base import Runtime, Session
 
 from edgepipe.artifact import TensorSpec, read_manifest
 from edgepipe.errors import InputError
-from edgepipe.runtimes.base import Runtime, Session
 
 
 class TorchSession(Session):
@@ -43,12 +43,17 @@ class TorchRuntime(Runtime):
 
         return ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
-    def load(self, path: Path, *, device: str = "cpu", threads: int | None = None,
-             options: dict[str, Any] | None = None) -> Session:  # fmt: skip
+    def load(
+        self,
+        path: Path,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> Session:
         self.require()
         self.check_device(device)
         import torch
-
         from edgepipe.models import load_torch_model
 
         if threads:

@@ -1,0 +1,122 @@
+"""The artifact store: atomic builds, verified cache hits, and nothing partial trusted after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from edgepipe.artifact import ArtifactStore, Manifest, StageOutput, TensorSpec, load_artifact, verify
+from edgepipe.errors import InputError
+
+SPEC = [TensorSpec(name="input", shape=["batch", 4], dtype="float32")]
+
+
+def _builder(calls: list[int], payload: bytes = b"weights"):
+    def build(out):
+        calls.append(1)
+        (out / "model.bin").write_bytes(payload)
+        (out / "side.txt").write_text("side")
+        return StageOutput(
+            format="onnx",
+            precision="fp32",
+            primary="model.bin",
+            inputs=SPEC,
+            outputs=SPEC,
+            extra_files=["side.txt"],
+        )
+
+    return build
+
+
+def _build(store, calls, config=None, **kw):
+    return store.build(
+        name="a",
+        stage="export",
+        config=config or {"x": 1},
+        parent=None,
+        tools={"t": "1"},
+        build=_builder(calls, **kw.pop("builder_kw", {})),
+        **kw,
+    )
+
+
+def test_second_build_is_a_verified_cache_hit(tmp_path):
+    store, calls = ArtifactStore(tmp_path), []
+    first, cached1 = _build(store, calls)
+    second, cached2 = _build(store, calls)
+    assert (cached1, cached2) == (False, True)
+    assert calls == [1]
+    assert second.path == first.path and second.sha256 == first.sha256
+    assert first.manifest.size_bytes == len(b"weights") + len(b"side")
+
+
+def test_config_tools_or_force_change_the_outcome(tmp_path):
+    store, calls = ArtifactStore(tmp_path), []
+    a, _ = _build(store, calls)
+    b, cached = _build(store, calls, config={"x": 2})
+    assert not cached and a.path != b.path
+    _, cached = _build(store, calls, force=True)
+    assert not cached and len(calls) == 3
+
+
+def test_tampered_or_truncated_artifact_is_rebuilt(tmp_path):
+    store, calls = ArtifactStore(tmp_path), []
+    art, _ = _build(store, calls)
+    (art.path / "model.bin").write_bytes(b"weigh")  # truncated by a crash or an editor
+    assert verify(art.path) is None
+    with pytest.raises(InputError, match="do not match"):
+        load_artifact(art.path)
+    again, cached = _build(store, calls)
+    assert not cached and (again.path / "model.bin").read_bytes() == b"weights"
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path):
+    store = ArtifactStore(tmp_path)
+
+    def explode(out):
+        (out / "model.bin").write_bytes(b"half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        store.build(name="a", stage="s", config={}, parent=None, tools={}, build=explode)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_run_leftover_is_never_trusted_and_is_cleaned_when_stale(tmp_path):
+    store, calls = ArtifactStore(tmp_path), []
+    key = store.cache_key("export", {"x": 1}, None, {"t": "1"})
+    # What a SIGKILL mid-build leaves: a temp folder, and (worse) a final folder with no manifest.
+    stale = tmp_path / ".tmp-a-xyz"
+    stale.mkdir()
+    (stale / "model.bin").write_bytes(b"partial")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    partial = tmp_path / f"a-{key[:12]}"
+    partial.mkdir()
+    (partial / "model.bin").write_bytes(b"partial")
+    art, cached = _build(ArtifactStore(tmp_path), calls)
+    assert not cached and (art.path / "model.bin").read_bytes() == b"weights"
+    assert not stale.exists()
+
+
+def test_manifest_round_trips_through_json_and_keeps_unknown_keys(tmp_path):
+    store, calls = ArtifactStore(tmp_path), []
+    art, _ = _build(store, calls)
+    data = json.loads((art.path / "manifest.json").read_text())
+    assert data["schema_version"] == 1 and data["lineage"]["stage"] == "export"
+    data["future_field"] = {"from": "a newer edgepipe"}
+    again = Manifest.model_validate(data)
+    assert again.model_dump()["future_field"] == {"from": "a newer edgepipe"}
+
+
+def test_corrupt_manifest_is_an_input_error_naming_the_file(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"manifest\.json: not a valid edgepipe manifest"):
+        load_artifact(tmp_path)
+
+
+def test_concrete_shape_fills_symbolic_dims():
+    spec = TensorSpec(name="x", shape=["batch", 3, "?", 8], dtype="float32")
+    assert spec.concrete_shape(4) == (4, 3, 1, 8)

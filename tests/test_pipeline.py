@@ -1,0 +1,118 @@
+"""End to end: a tiny recipe through every stage, the results contract, caching and gates."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+from conftest import TINY_RECIPE
+
+from edgepipe.cli import main
+from edgepipe.recipe import load_recipe
+
+pytestmark = pytest.mark.slow
+
+ROW_KEYS = {
+    "artifact",
+    "runtime",
+    "device",
+    "threads",
+    "batch_size",
+    "status",
+    "latency_ms",
+    "metrics",
+    "parity",
+    "load_ms",
+    "peak_rss_mb",
+    "runtime_version",
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    recipe = folder / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "output_dir": str(folder / "out")}))
+    logs: list[str] = []
+    from edgepipe.pipeline import run_recipe
+
+    result = run_recipe(recipe, log=logs.append)
+    return folder, recipe, result, logs
+
+
+def test_results_follow_the_contract(run_dir):
+    folder, _, result, _ = run_dir
+    data = json.loads((folder / "out" / "results.json").read_text())
+    assert data["schema_version"] == 1
+    assert {"cpu", "packages", "python", "os", "timestamp"} <= set(data["environment"])
+    assert data["environment"]["cpu"]["model"] and "onnxruntime" in data["environment"]["packages"]
+    rows = data["results"]
+    assert [(r["artifact"]["format"], r["artifact"]["precision"]) for r in rows] == [
+        ("torch", "fp32"),
+        ("onnx", "fp32"),
+        ("onnx", "int8"),
+        ("openvino", "fp32"),
+        ("openvino", "int8"),
+    ]
+    for row in rows:
+        assert row["status"] == "ok", row.get("error")
+        assert set(row) >= ROW_KEYS
+        assert {"format", "precision", "path", "size_bytes", "sha256"} <= set(row["artifact"])
+        lat = row["latency_ms"]
+        assert lat["n"] == 20 and lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert lat["ci95"][0] <= lat["median"] <= lat["ci95"][1]
+        assert 0.8 < row["metrics"]["accuracy"] <= 1.0
+        assert row["threads"] == 1
+    for row in rows[1:]:
+        assert row["parity"]["top1_agreement"] >= (1.0 if row["artifact"]["precision"] == "fp32" else 0.95)
+        assert row["gates"]["passed"]
+    int8 = [r for r in rows if r["artifact"]["precision"] == "int8"]
+    assert all("ratio" in r["vs_fp32"] and "accuracy_delta" in r["vs_fp32"] for r in int8)
+    assert result.gate_failures == []
+
+
+def test_markdown_and_csv_are_renderings_of_the_same_rows(run_dir):
+    folder, *_ = run_dir
+    md = (folder / "out" / "results.md").read_text()
+    assert "| format" in md and "Machine:" in md and "onnxruntime" in md
+    with open(folder / "out" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    data = json.loads((folder / "out" / "results.json").read_text())
+    assert len(rows) == len(data["results"])
+    assert float(rows[2]["latency_median_ms"]) == pytest.approx(data["results"][2]["latency_ms"]["median"])
+
+
+def test_rerun_skips_finished_stages_and_force_rebuilds(run_dir, capsys):
+    folder, recipe, _, logs = run_dir
+    assert not any("cached" in line for line in logs if line.startswith(("[train]", "[export", "[quantize")))
+    out = str(folder / "out")
+    assert main(["run", str(recipe), "--out", out]) == 0
+    stages = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith(("[train]", "[export", "[quantize"))
+    ]
+    assert len(stages) == 5 and all("cached" in line for line in stages)
+
+    # A corrupted artifact is not trusted: only that stage (and nothing upstream) is rebuilt.
+    onnx_int8 = next((folder / "out" / "artifacts").glob("onnx-int8-*"))
+    (onnx_int8 / "model.onnx").write_bytes(b"truncated")
+    assert main(["run", str(recipe), "--out", out]) == 0
+    stages = [line for line in capsys.readouterr().out.splitlines() if "cached" in line or "done in" in line]
+    rebuilt = [line for line in stages if "done in" in line and line.startswith("[")]
+    assert [line.split("]")[0] for line in rebuilt] == ["[quantize onnx int8"]
+
+
+def test_failed_gate_writes_results_and_exits_4(run_dir, tmp_path, capsys):
+    _, recipe, *_ = run_dir
+    strict = load_recipe(recipe).model_dump()
+    strict["gates"]["fp32_max_abs_diff"] = 0.0  # no export is bit-exact with torch
+    strict["targets"] = [{"format": "onnx"}]
+    strict["benchmark"]["reference"] = True
+    path = tmp_path / "strict.yaml"
+    path.write_text(yaml.safe_dump(strict))
+    code = main(["run", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4 and len(err) == 1 and "max abs diff" in err[0]
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["results"][1]["gates"]["passed"] is False

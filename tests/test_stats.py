@@ -1,0 +1,82 @@
+"""Latency statistics and comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from edgepipe.benchmarks.report import add_comparisons, render_csv, render_table
+from edgepipe.benchmarks.stats import latency_stats, median_ci95, speedup
+
+
+def test_latency_stats_on_known_samples():
+    s = latency_stats(list(range(1, 101)))
+    assert s["n"] == 100
+    assert s["median"] == pytest.approx(50.5)
+    assert s["p90"] == pytest.approx(90.1)
+    assert s["p99"] == pytest.approx(99.01)
+    assert s["min"] == 1 and s["max"] == 100 and s["mean"] == pytest.approx(50.5)
+    lo, hi = s["ci95"]
+    assert lo < s["median"] < hi
+
+
+def test_median_ci_has_about_95_percent_coverage():
+    rng = np.random.default_rng(0)
+    true_median = np.log(2)  # exponential(1): skewed, like latencies
+    hits = sum(lo <= true_median <= hi for lo, hi in (median_ci95(rng.exponential(size=200)) for _ in range(1000)))
+    assert 0.92 <= hits / 1000 <= 0.98
+
+
+def test_speedup_significance():
+    fast = latency_stats(np.full(100, 1.0) + np.linspace(0, 0.01, 100))
+    slow = latency_stats(np.full(100, 2.0) + np.linspace(0, 0.01, 100))
+    assert speedup(slow, fast) == {"ratio": pytest.approx(2.0, rel=0.01), "significant": True}
+    assert not speedup(fast, fast)["significant"]
+
+
+def _row(precision, median, fmt="onnx", acc=0.9):
+    lat = latency_stats(np.full(50, median) + np.linspace(0, median * 0.01, 50))
+    return {
+        "name": f"{fmt}-{precision}",
+        "status": "ok",
+        "runtime": "onnxruntime",
+        "device": "cpu",
+        "threads": 2,
+        "batch_size": 1,
+        "latency_ms": lat,
+        "metrics": {"accuracy": acc},
+        "artifact": {
+            "format": fmt,
+            "precision": precision,
+            "size_bytes": 1000 if precision == "fp32" else 260,
+            "path": "p",
+            "sha256": "s",
+        },
+        "parity": {"top1_agreement": 1.0, "max_abs_diff": 0.0},
+    }
+
+
+def test_a_slower_quantized_model_is_reported_as_slower():
+    rows = [_row("fp32", 1.0), _row("int8", 1.25, acc=0.88)]
+    notes = add_comparisons(rows)
+    assert rows[1]["vs_fp32"]["ratio"] == pytest.approx(0.8, rel=0.02)
+    assert rows[1]["vs_fp32"]["accuracy_delta"] == pytest.approx(-0.02)
+    assert any("SLOWER" in n and "size x0.26" in n for n in notes)
+    assert "x0.80" in render_table(rows)
+
+
+def test_failed_rows_are_noted_and_rendered():
+    rows = [
+        _row("fp32", 1.0),
+        {
+            "name": "x",
+            "runtime": "openvino",
+            "status": "unavailable",
+            "error": "not installed",
+            "artifact": {"format": "openvino", "precision": "fp32"},
+        },
+    ]
+    notes = add_comparisons(rows)
+    assert any("unavailable: not installed" in n for n in notes)
+    csv_text = render_csv(rows)
+    assert csv_text.splitlines()[0].startswith("name,format,precision")
+    assert "unavailable" in csv_text and "not installed" in csv_text
