@@ -68,6 +68,20 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
     return {n: v for n, v in found.items() if v}
 
 
+def code_fingerprint(*modules: str) -> str:
+    """Short hash of the source of the named modules: part of a stage's cache key, so editing the code
+    that builds an artifact invalidates it even when edgepipe's version number did not change."""
+    import hashlib
+    import importlib.util
+
+    h = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            h.update(Path(spec.origin).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _cpuinfo() -> dict[str, str]:
     info: dict[str, str] = {}
     try:

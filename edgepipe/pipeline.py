@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgepipe.artifact import Artifact, ArtifactStore, StageOutput, atomic_write_bytes
-from edgepipe.environment import describe_environment, package_versions
+from edgepipe.environment import code_fingerprint, describe_environment, package_versions
 from edgepipe.errors import EdgepipeError, InputError, first_line
 from edgepipe.recipe import GatesConfig, Recipe, load_recipe
 from edgepipe.tasks import Task, build_task
@@ -54,6 +54,8 @@ def _stage(store: ArtifactStore, log: Log, label: str, force: bool, **kwargs: An
 
 
 def train_stage(recipe: Recipe, task: Task, store: ArtifactStore, log: Log, force: bool) -> Artifact:
+    from edgepipe.models import FAMILIES
+
     def build(out: Path) -> StageOutput:
         from safetensors.torch import save_file
 
@@ -101,7 +103,10 @@ def train_stage(recipe: Recipe, task: Task, store: ArtifactStore, log: Log, forc
         stage="train",
         config=config,
         parent=None,
-        tools=package_versions(("edgepipe", "torch", "numpy", "scikit-learn")),
+        tools={
+            **package_versions(("edgepipe", "torch", "numpy", "scikit-learn")),
+            "code": code_fingerprint("edgepipe.models.train", FAMILIES[recipe.model.family]),
+        },
         build=build,
         task=task.describe(),
         seed=recipe.seed,
@@ -111,13 +116,16 @@ def train_stage(recipe: Recipe, task: Task, store: ArtifactStore, log: Log, forc
 def export_stages(
     recipe: Recipe, task: Task, torch_artifact: Artifact, store: ArtifactStore, log: Log, force: bool
 ) -> list[Artifact]:
-    from edgepipe.export import FORMAT_TOOLS, get_exporter, get_quantizer
+    from edgepipe.export import FORMAT_MODULES, FORMAT_TOOLS, get_exporter, get_quantizer
     from edgepipe.models import load_torch_model
 
     module = None
     artifacts: list[Artifact] = []
     for target in recipe.targets:
-        tools = package_versions(("edgepipe", *FORMAT_TOOLS[target.format]))
+        tools = {
+            **package_versions(("edgepipe", *FORMAT_TOOLS[target.format])),
+            "code": code_fingerprint(FORMAT_MODULES[target.format]),
+        }
         config = target.model_dump(exclude={"quantize"})
 
         def build_export(out: Path, target: Any = target) -> StageOutput:

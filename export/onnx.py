@@ -41,6 +41,16 @@ def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     return inputs, [spec(v) for v in model.graph.output]
 
 
+def _strip_debug_metadata(model: Any) -> None:
+    """Drop the dynamo exporter's per-node debug records (stack traces with this machine's file paths,
+    FX node dumps): they are ~2% of a small model, leak local paths and make the bytes machine-dependent."""
+    for node in model.graph.node:
+        node.ClearField("metadata_props")
+        node.ClearField("doc_string")
+    for value in [*model.graph.value_info, *model.graph.input, *model.graph.output, *model.graph.initializer]:
+        value.ClearField("metadata_props")
+
+
 def export(module: Any, example: np.ndarray, out_dir: Path, config: TargetConfig) -> StageOutput:
     """torch -> ONNX FP32 with a dynamic batch dimension, checked with onnx's full checker."""
     import onnx
@@ -76,8 +86,11 @@ def export(module: Any, example: np.ndarray, out_dir: Path, config: TargetConfig
             input_names=["input"],
             output_names=["logits"],
         )
+    model = onnx.load(str(path))
+    _strip_debug_metadata(model)
+    onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
-    opset = next(o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx"))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     inputs, outputs = read_io_spec(path)
     return StageOutput(
         format="onnx",

@@ -66,8 +66,15 @@ def quantize(parent: Artifact, config: QuantizeConfig, calibration: np.ndarray, 
     items = [np.ascontiguousarray(samples[i : i + 1]) for i in range(len(samples))]
     preset = nncf.QuantizationPreset.PERFORMANCE  # NNCF's default for CPU: symmetric, fastest kernels
     model = ov.Core().read_model(str(parent.model_file))
+    # Full bias correction instead of NNCF's fast one: on the quickstart CNN it kept FP32 accuracy
+    # (0.9833) where the fast one lost 0.8 points, at the same cost (2 s).
     quantized = nncf.quantize(
-        model, nncf.Dataset(items), subset_size=len(items), preset=preset, target_device=nncf.TargetDevice.CPU
+        model,
+        nncf.Dataset(items),
+        subset_size=len(items),
+        preset=preset,
+        target_device=nncf.TargetDevice.CPU,
+        fast_bias_correction=False,
     )
     inputs, outputs = _save(quantized, out_dir)
     return StageOutput(
@@ -81,6 +88,7 @@ def quantize(parent: Artifact, config: QuantizeConfig, calibration: np.ndarray, 
             "tool": "nncf.quantize",
             **config.model_dump(),
             "preset": preset.value,
+            "bias_correction": "full",
             "calibration": {"split": "calibration", "samples": len(items)},
         },
     )
