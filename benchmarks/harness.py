@@ -182,6 +182,16 @@ def benchmark_model(
 
 
 def _peak_rss_mb() -> float:
-    """Peak resident memory of this process (the whole benchmark process, interpreter included)."""
+    """Peak resident memory of this process (interpreter and runtime included).
+
+    Linux: VmHWM, the high-water mark of this program image. Not ru_maxrss: Linux keeps that across
+    fork + exec, so a worker started by a 800 MB parent would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
