@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgepipe.benchmarks.stats import latency_stats
-from edgepipe.runtimes import Session, get_runtime
 
 from edgepipe.artifact import FileEntry, TensorSpec, content_sha256, sha256_file
+from edgepipe.benchmarks.stats import latency_stats
 from edgepipe.errors import InputError
 from edgepipe.formats import detect_format
 from edgepipe.metrics import METRICS, parity
+from edgepipe.runtimes import Session, get_runtime
 
 _SIDE_FILES = {".xml": (".bin",)}  # files that belong to a model file
 

@@ -12,9 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgepipe.benchmarks.stats import speedup
-
 from edgepipe.artifact import atomic_write_text
+from edgepipe.benchmarks.stats import speedup
 
 RESULTS_SCHEMA_VERSION = 1
 

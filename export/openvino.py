@@ -17,6 +17,7 @@ WEIGHTS_FILE = "model.bin"
 
 def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     import openvino as ov
+
     from edgepipe.runtimes.openvino_runtime import _spec
 
     model = ov.Core().read_model(str(path))

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import importlib
 
-from edgepipe.runtimes.base import Generation, LanguageModelSession, Runtime, Session
-
 from edgepipe.errors import InputError
 from edgepipe.formats import FORMATS
+from edgepipe.runtimes.base import Generation, LanguageModelSession, Runtime, Session
 
 # name -> "module:class". Planned: "litert" (tflite), "llama.cpp" (gguf), "tflite-micro".
 RUNTIMES: dict[str, str] = {

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgepipe.runtimes.base import Runtime, Session
 
 from edgepipe.artifact import TensorSpec
 from edgepipe.errors import InputError, UnavailableError, first_line
+from edgepipe.runtimes.base import Runtime, Session
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _ORT_TYPES = {

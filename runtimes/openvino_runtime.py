@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgepipe.runtimes.base import Runtime, Session
 
 from edgepipe.artifact import TensorSpec
 from edgepipe.errors import InputError, first_line
+from edgepipe.runtimes.base import Runtime, Session
 
 
 def _spec(port: Any, index: int, kind: str) -> TensorSpec:

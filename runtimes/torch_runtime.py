@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from edgepipe.runtimes.base import Runtime, Session
 
 from edgepipe.artifact import TensorSpec, read_manifest
 from edgepipe.errors import InputError
+from edgepipe.runtimes.base import Runtime, Session
 
 
 class TorchSession(Session):
@@ -54,6 +54,7 @@ class TorchRuntime(Runtime):
         self.require()
         self.check_device(device)
         import torch
+
         from edgepipe.models import load_torch_model
 
         if threads:

@@ -55,3 +55,15 @@ def torch_module(torch_artifact):
     from edgepipe.models import load_torch_model
 
     return load_torch_model(torch_artifact.manifest.model, torch_artifact.model_file)
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_recipe, tiny_task, torch_artifact, store_root):
+    """{(format, precision): artifact} for every target of the tiny recipe."""
+    from edgepipe.artifact import ArtifactStore
+    from edgepipe.pipeline import export_stages
+
+    arts = export_stages(
+        tiny_recipe, tiny_task, torch_artifact, ArtifactStore(store_root), log=lambda _: None, force=False
+    )
+    return {(a.manifest.format, a.manifest.precision): a for a in arts}

@@ -7,22 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgepipe.benchmarks.harness import EvalData, evaluate
 from edgepipe.models.train import predict
 from edgepipe.runtimes import get_runtime
 
-from edgepipe.artifact import ArtifactStore
-from edgepipe.pipeline import export_stages
-
 CASES = [("onnx", "onnxruntime"), ("openvino", "openvino"), ("onnx", "openvino")]
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_recipe, tiny_task, torch_artifact, store_root):
-    arts = export_stages(
-        tiny_recipe, tiny_task, torch_artifact, ArtifactStore(store_root), log=lambda _: None, force=False
-    )
-    return {(a.manifest.format, a.manifest.precision): a for a in arts}
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import json
 
 import pytest
 import yaml
-from conftest import TINY_RECIPE
 
+from conftest import TINY_RECIPE
 from edgepipe.cli import main
 from edgepipe.recipe import load_recipe
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from edgepipe.benchmarks.report import add_comparisons, render_csv, render_table
 from edgepipe.benchmarks.stats import latency_stats, median_ci95, speedup
 

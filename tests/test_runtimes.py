@@ -1,0 +1,81 @@
+"""One template for every registered runtime: availability, devices, input checks, GPU when present."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from edgepipe.errors import InputError, UnavailableError
+from edgepipe.runtimes import RUNTIMES, get_runtime
+
+# A model file each runtime can load, from the tiny recipe's artifacts.
+MODEL_FOR = {"torch": ("torch", "fp32"), "onnxruntime": ("onnx", "fp32"), "openvino": ("openvino", "fp32")}
+
+
+@pytest.fixture
+def model_path(exported, torch_artifact):
+    def path(runtime: str):
+        key = MODEL_FOR[runtime]
+        return torch_artifact.model_file if key[0] == "torch" else exported[key].model_file
+
+    return path
+
+
+def test_every_registered_runtime_has_a_test_model():
+    assert set(RUNTIMES) == set(MODEL_FOR)
+
+
+@pytest.mark.parametrize("name", sorted(RUNTIMES))
+def test_runtime_is_available_with_cpu(name):
+    rt = get_runtime(name)
+    assert rt.unavailable_reason() is None
+    assert "cpu" in rt.devices()
+    assert rt.version()
+
+
+@pytest.mark.parametrize("name", sorted(RUNTIMES))
+def test_missing_package_makes_runtime_unavailable_not_a_crash(name, monkeypatch):
+    rt = get_runtime(name)
+    monkeypatch.setitem(sys.modules, rt.module, None)  # import now raises ImportError
+    reason = rt.unavailable_reason()
+    assert reason is not None and "pip install" in reason and name in reason
+    with pytest.raises(UnavailableError):
+        rt.require()
+
+
+@pytest.mark.parametrize("name", sorted(RUNTIMES))
+def test_session_runs_and_rejects_wrong_inputs(name, model_path, tiny_task):
+    session = get_runtime(name).load(model_path(name), threads=1)
+    spec = session.inputs[0]
+    good = {spec.name: tiny_task.test.x[:3]}
+    session.check_feeds(good)
+    (out,) = session.run(good)
+    assert out.shape == (3, 10) and out.dtype == np.float32
+    with pytest.raises(InputError, match="expected shape"):
+        session.check_feeds({spec.name: tiny_task.test.x[:3, :, :8]})
+    with pytest.raises(InputError, match="dtype"):
+        session.check_feeds({spec.name: tiny_task.test.x[:3].astype(np.float64)})
+    with pytest.raises(InputError, match="missing"):
+        session.check_feeds({})
+
+
+@pytest.mark.parametrize("name", sorted(RUNTIMES))
+def test_absent_device_is_unavailable(name, model_path):
+    with pytest.raises(UnavailableError, match="not available"):
+        get_runtime(name).load(model_path(name), device="npu-that-does-not-exist")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(RUNTIMES))
+def test_gpu_device_matches_cpu(name, model_path, tiny_task):
+    rt = get_runtime(name)
+    gpu = next((d for d in rt.devices() if d in ("cuda", "gpu")), None)
+    if gpu is None:
+        pytest.skip(f"{name}: no GPU device on this machine")
+    x = {"input": tiny_task.test.x[:16]}
+    cpu_out = rt.load(model_path(name)).run(x)[0]
+    gpu_out = rt.load(model_path(name), device=gpu).run(x)[0]
+    np.testing.assert_allclose(gpu_out, cpu_out, atol=1e-3)
+    assert (gpu_out.argmax(1) == cpu_out.argmax(1)).all()
