@@ -136,7 +136,7 @@ def benchmark_model(
     fmt = detect_format(path)
     rt = get_runtime(runtime)
     if fmt not in rt.formats:
-        raise InputError(f"{path}: a {fmt} file cannot run on runtime '{runtime}' (it runs: {', '.join(rt.formats)})")
+        raise InputError(f"{path}: format '{fmt}' cannot run on runtime '{runtime}' (it runs: {', '.join(rt.formats)})")
     rt.require()
 
     t0 = time.perf_counter()

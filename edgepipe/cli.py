@@ -11,6 +11,7 @@ import warnings
 from typing import Any, NoReturn
 
 from edgepipe.errors import EdgepipeError, InputError, UnavailableError, first_line
+from edgepipe.recipe import MAX_THREADS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,14 +19,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"edgepipe: error: {message} (see: {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _number(kind: type, low: float, high: float = float("inf"), what: str = "a positive integer") -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 1)
+_threads = _number(int, 1, MAX_THREADS, f"a thread count from 1 to {MAX_THREADS}")
+_non_negative_int = _number(int, 0, what="a non-negative integer")
+_positive_seconds = _number(float, 1e-3, 86400.0, "seconds between 0.001 and 86400")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -121,11 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("model", help="model file or edgepipe artifact folder")
     bench.add_argument("--runtime", help="runtime name (default: the format's usual runtime)")
     bench.add_argument("--device", default="cpu", help="device: cpu, cuda, gpu, ... (default: cpu)")
-    bench.add_argument("--threads", type=_positive_int, help="threads for the runtime (default: its own)")
+    bench.add_argument("--threads", type=_threads, help="threads for the runtime (default: its own)")
     bench.add_argument("--batch-size", type=_positive_int, default=1, help="batch for dynamic batch dims")
-    bench.add_argument("--warmup", type=int, default=20, help="untimed warm-up runs (default: 20)")
+    bench.add_argument("--warmup", type=_non_negative_int, default=20, help="untimed warm-up runs (default: 20)")
     bench.add_argument("--runs", type=_positive_int, default=300, help="timed runs (default: 300)")
-    bench.add_argument("--max-seconds", type=float, default=30.0, help="stop timing after this long")
+    bench.add_argument("--max-seconds", type=_positive_seconds, default=30.0, help="stop timing after this long")
     bench.add_argument("--json", action="store_true", help="print the results row as JSON")
     bench.set_defaults(func=cmd_bench)
 

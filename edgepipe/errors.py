@@ -11,6 +11,8 @@ Exit codes are part of the stable contract for deployment scripts:
 
 from __future__ import annotations
 
+import re
+
 
 class EdgepipeError(Exception):
     """Base class: ``str(error)`` is the one line shown to the user."""
@@ -36,10 +38,15 @@ class GateError(EdgepipeError):
     exit_code = 4
 
 
+# Lines that say where in a native library an error was raised, not what is wrong (OpenVINO prints
+# "Exception from src/inference/src/cpp/core.cpp:84:" before the reason).
+_LOCATION_ONLY = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:?|FrontEnd API failed.*)$")
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first non-empty line of an exception's message, trimmed: third-party errors are often pages long."""
-    for line in str(exc).splitlines():
-        line = line.strip()
-        if line:
-            return line if len(line) <= limit else line[: limit - 3] + "..."
-    return type(exc).__name__
+    """The first informative line of an exception's message, trimmed: third-party errors are often
+    pages long and may open with a native source location."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    informative = [line for line in lines if not _LOCATION_ONLY.match(line)]
+    line = (informative or lines or [type(exc).__name__])[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -43,7 +43,16 @@ def resolve_model_path(path: str | Path) -> Path:
             raise InputError(f"{p}: folder has no {MANIFEST_NAME}; pass the model file itself")
         try:
             primary = json.loads(manifest.read_text())["primary"]
-        except (ValueError, KeyError, TypeError) as e:
+            if (
+                not isinstance(primary, str)
+                or not primary
+                or Path(primary).is_absolute()
+                or ".." in Path(primary).parts
+            ):
+                raise ValueError("'primary' must name a file inside the folder")
+        except KeyError:
+            raise InputError(f"{manifest}: not a valid edgepipe manifest (no 'primary' model file)") from None
+        except (ValueError, TypeError) as e:
             raise InputError(f"{manifest}: not a valid edgepipe manifest ({e})") from None
         p = p / primary
     if not p.exists():

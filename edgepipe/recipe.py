@@ -7,6 +7,7 @@ integer (got 'two')``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgepipe.errors import InputError, first_line
 from edgepipe.formats import FORMATS
+
+# Beyond this a runtime spends its time creating threads (onnxruntime hangs at 100000).
+MAX_THREADS = 256
 
 
 class Section(BaseModel):
@@ -92,7 +96,7 @@ class TargetConfig(Section):
 
 
 class BenchmarkConfig(Section):
-    threads: int = Field(2, ge=1)
+    threads: int = Field(2, ge=1, le=MAX_THREADS)
     batch_size: int = Field(1, ge=1)
     warmup: int = Field(20, ge=0)
     runs: int = Field(300, ge=5)
@@ -133,8 +137,14 @@ def format_validation_error(source: str, err: ValidationError, prefix: tuple[str
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown field"
+    if first["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        sub, sep, rest = msg.partition(": ")
+        if sep and re.fullmatch(r"[A-Za-z_][\w]*(\.\w+)*", sub):  # "quantize.0.method: ..." names a sub-field
+            loc, msg = f"{loc}.{sub}", rest
     got = first.get("input")
-    shown = "" if first["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
+    quiet = ("missing", "extra_forbidden", "value_error")
+    shown = "" if first["type"] in quiet or isinstance(got, (dict, list)) else f" (got {got!r})"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{source}: {loc}: {msg}{shown}{more}"
 

@@ -16,11 +16,9 @@ WEIGHTS_FILE = "model.bin"
 
 
 def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    import openvino as ov
+    from edgepipe.runtimes.openvino_runtime import _spec, read_model
 
-    from edgepipe.runtimes.openvino_runtime import _spec
-
-    model = ov.Core().read_model(str(path))
+    model = read_model(path)
     return (
         [_spec(p, i, "input") for i, p in enumerate(model.inputs)],
         [_spec(p, i, "output") for i, p in enumerate(model.outputs)],
@@ -60,13 +58,14 @@ def quantize(parent: Artifact, config: QuantizeConfig, calibration: np.ndarray, 
     """OpenVINO IR FP32 -> INT8 with NNCF post-training quantization (static, per-channel weights)."""
     # Supported options are checked when the recipe is validated (TargetConfig).
     import nncf
-    import openvino as ov
+
+    from edgepipe.runtimes.openvino_runtime import read_model
 
     nncf.set_log_level(logging.ERROR)
     samples = calibration[: config.calibration_samples] if config.calibration_samples else calibration
     items = [np.ascontiguousarray(samples[i : i + 1]) for i in range(len(samples))]
     preset = nncf.QuantizationPreset.PERFORMANCE  # NNCF's default for CPU: symmetric, fastest kernels
-    model = ov.Core().read_model(str(parent.model_file))
+    model = read_model(parent.model_file)
     # Full bias correction instead of NNCF's fast one: on the quickstart CNN it kept FP32 accuracy
     # (0.9833) where the fast one lost 0.8 points, at the same cost (2 s).
     quantized = nncf.quantize(

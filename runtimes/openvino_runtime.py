@@ -22,6 +22,20 @@ def _spec(port: Any, index: int, kind: str) -> TensorSpec:
     return TensorSpec(name=name, shape=shape, dtype=np.dtype(port.get_element_type().to_dtype()).name)
 
 
+def read_model(path: Path) -> Any:
+    """Read an IR or ONNX file with the frontend for its suffix. ``Core.read_model`` tries every
+    frontend in turn, and the TensorFlow one writes parse errors straight to stderr for a bad file."""
+    from openvino.frontend import FrontEndManager
+
+    framework = {".xml": "ir", ".onnx": "onnx"}.get(path.suffix.lower())
+    if framework is None:
+        raise InputError(f"{path}: OpenVINO reads .xml (IR) or .onnx files")
+    if framework == "ir" and not path.with_suffix(".bin").is_file():
+        raise InputError(f"{path}: its weights file {path.with_suffix('.bin').name} is missing (an IR is .xml + .bin)")
+    frontend = FrontEndManager().load_by_framework(framework)
+    return frontend.convert(frontend.load(str(path)))
+
+
 class OpenVINOSession(Session):
     def __init__(self, compiled: Any, info: dict[str, Any]):
         self._compiled = compiled
@@ -67,8 +81,10 @@ class OpenVINORuntime(Runtime):
         config.update(opts)
         core = ov.Core()
         try:
-            model = core.read_model(str(path))
+            model = read_model(Path(path))
             compiled = core.compile_model(model, device.upper(), config)
+        except InputError:
+            raise
         except Exception as e:  # OpenVINO raises RuntimeError/its own types for bad files
             raise InputError(f"{path}: OpenVINO cannot load this model: {first_line(e)}") from None
         info = {

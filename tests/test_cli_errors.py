@@ -1,0 +1,458 @@
+"""The CLI's error contract: every bad input is ONE line on stderr that names the file or field, a
+documented exit code (2 = bad input, 3 = runtime/device unavailable; see ``edgepipe.errors``) and no
+traceback. Most cases call ``edgepipe.cli.main`` in-process; a few run the real entry point in a
+subprocess, where native libraries can also write to stderr.
+
+Recipe cases fail at validation, before any training: ``build_task`` is replaced by a function that
+raises, so a recipe that wrongly validates makes its test fail fast instead of training a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgepipe.cli import main
+
+CliResult = tuple[int, str, str]  # exit code, stdout, stderr
+
+# --------------------------------------------------------------------------------------------------
+# Shared fixtures: a real tiny ONNX model (MatMul + Relu, dynamic batch, opset 17) and its OpenVINO IR.
+# --------------------------------------------------------------------------------------------------
+
+
+def build_tiny_onnx(path: Path) -> Path:
+    """Write a valid ONNX model: output = relu(input @ W), input [batch, 8] float32, output [batch, 4]."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "W"], ["mm"]), helper.make_node("Relu", ["mm"], ["output"])],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[numpy_helper.from_array(weights, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli_models")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(models_dir) -> Path:
+    """A valid model shared by the tests: read it, never modify it (copy into ``tmp_path`` first)."""
+    return build_tiny_onnx(models_dir / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_ir(models_dir, tiny_onnx) -> Path:
+    """The same model as OpenVINO IR (tiny.xml + tiny.bin)."""
+    ov = pytest.importorskip("openvino")
+    xml = models_dir / "tiny.xml"
+    ov.save_model(ov.convert_model(str(tiny_onnx)), str(xml), compress_to_fp16=False)
+    assert xml.with_suffix(".bin").is_file()
+    return xml
+
+
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+    monkeypatch.delenv("EDGEPIPE_DEBUG", raising=False)  # it turns internal errors into tracebacks
+
+
+@pytest.fixture
+def cli(capsys) -> Callable[[list[str]], CliResult]:
+    """Run ``edgepipe.cli.main(argv)`` in-process; argparse errors exit through SystemExit."""
+
+    def run(argv: list[str]) -> CliResult:
+        capsys.readouterr()  # drop anything printed by fixtures
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def assert_one_line_error(result: CliResult, code: int, *needles: str) -> str:
+    """The contract: exit ``code``, exactly one line on stderr, no traceback, each needle in the line."""
+    got_code, _, err = result
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    line = lines[0]
+    assert line.startswith("edgepipe: error: "), line
+    assert got_code == code, f"exit code {got_code}, expected {code}: {line}"
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in: {line}"
+    return line
+
+
+def run_console(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The real entry point in a fresh interpreter (what deployment scripts see)."""
+    env = {k: v for k, v in os.environ.items() if k != "EDGEPIPE_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "edgepipe.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# edgepipe run: recipe validation errors (all before any training)
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail loudly (exit 1, internal error) if a recipe gets past validation to the data stage."""
+    import edgepipe.pipeline
+
+    def boom(*_args, **_kwargs):
+        raise AssertionError("the recipe passed validation: the pipeline reached build_task")
+
+    monkeypatch.setattr(edgepipe.pipeline, "build_task", boom)
+
+
+# id -> (recipe text, strings the error line must contain besides the recipe path)
+BAD_RECIPES = {
+    "invalid-yaml": ("name: x\ntargets: [{format: onnx}\n", ["invalid YAML", "line 3"]),
+    "unknown-top-level-field": ("name: x\ncolour: red\n", ["colour: unknown field"]),
+    "unknown-nested-field": ("name: x\nbenchmark:\n  treads: 2\n", ["benchmark.treads: unknown field"]),
+    "wrong-type": ("name: x\nbenchmark:\n  threads: two\n", ["benchmark.threads:", "'two'"]),
+    "unknown-target-format": ("name: x\ntargets: [{format: foo}]\n", ["targets.0.format:", "'foo'"]),
+    "format-without-exporter": ("name: x\ntargets: [{format: tflite}]\n", ["targets.0.format:", "tflite"]),
+    "unknown-model-family": ("name: x\nmodel: {family: resnet9000}\n", ["model.family:", "'resnet9000'"]),
+    "bad-model-param": ("name: x\nmodel:\n  params: {channels: [a]}\n", ["model.params.channels", "'a'"]),
+    "unknown-model-param": ("name: x\nmodel:\n  params: {chanels: [8]}\n", ["model.params.chanels: unknown field"]),
+    "list-not-mapping": ("- name: x\n- seed: 1\n", ["must be a YAML mapping", "list"]),
+    "empty-file": ("", ["must be a YAML mapping"]),
+    "missing-name": ("seed: 1\n", ["name: Field required"]),
+    "openvino-dynamic-quantize": (
+        "name: x\ntargets:\n  - format: openvino\n    quantize: [{method: dynamic}]\n",
+        ["targets.0", "quantize.0.method", "statically"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RECIPES), ids=list(BAD_RECIPES))
+def test_run_bad_recipe(case, cli, tmp_path, no_training):
+    text, needles = BAD_RECIPES[case]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    out = tmp_path / "out"
+    result = cli(["run", str(recipe), "--out", str(out)])
+    assert_one_line_error(result, 2, f"{recipe}: ", *needles)
+    assert not out.exists(), "a bad recipe must fail before the run folder is created"
+
+
+def test_run_openvino_dynamic_quantize_names_the_full_field_path(cli, tmp_path, no_training):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(BAD_RECIPES["openvino-dynamic-quantize"][0])
+    result = cli(["run", str(recipe), "--out", str(tmp_path / "out")])
+    line = assert_one_line_error(result, 2, str(recipe))
+    assert f"{recipe}: targets.0.quantize.0.method: " in line
+    assert "Value error" not in line
+
+
+def test_run_missing_recipe_file(cli, tmp_path, no_training):
+    recipe = tmp_path / "nope.yaml"
+    assert_one_line_error(cli(["run", str(recipe)]), 2, str(recipe), "no such recipe file")
+
+
+def test_run_recipe_is_a_folder(cli, tmp_path, no_training):
+    folder = tmp_path / "recipe.yaml"
+    folder.mkdir()
+    assert_one_line_error(cli(["run", str(folder)]), 2, str(folder), "cannot read recipe")
+
+
+def test_run_recipe_not_utf8(cli, tmp_path, no_training):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_bytes(b"\xff\xfe\x00name: x\n")
+    assert_one_line_error(cli(["run", str(recipe)]), 2, str(recipe), "cannot read recipe")
+
+
+# --------------------------------------------------------------------------------------------------
+# edgepipe bench: bad model files
+# --------------------------------------------------------------------------------------------------
+
+
+def test_bench_missing_file(cli, tmp_path):
+    model = tmp_path / "missing.onnx"
+    assert_one_line_error(cli(["bench", str(model)]), 2, str(model), "no such file")
+
+
+def test_bench_truncated_onnx(cli, tmp_path, tiny_onnx):
+    data = tiny_onnx.read_bytes()
+    model = tmp_path / "truncated.onnx"
+    model.write_bytes(data[: len(data) // 2])
+    assert_one_line_error(cli(["bench", str(model)]), 2, str(model), "cannot load this model")
+
+
+def test_bench_random_bytes_onnx(cli, tmp_path):
+    model = tmp_path / "random.onnx"
+    model.write_bytes(np.random.default_rng(0).bytes(512))
+    assert_one_line_error(cli(["bench", str(model)]), 2, str(model), "cannot load this model")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "random"])
+def test_bench_corrupt_onnx_on_openvino(cli, tmp_path, tiny_onnx, kind):
+    pytest.importorskip("openvino")
+    data = tiny_onnx.read_bytes()
+    model = tmp_path / f"{kind}.onnx"
+    model.write_bytes(data[: len(data) // 2] if kind == "truncated" else np.random.default_rng(1).bytes(512))
+    result = cli(["bench", str(model), "--runtime", "openvino"])
+    assert_one_line_error(result, 2, str(model), "OpenVINO cannot load this model")
+
+
+def test_bench_corrupt_openvino_xml(cli, tmp_path):
+    pytest.importorskip("openvino")
+    xml = tmp_path / "garbage.xml"
+    xml.write_text("this is not an OpenVINO IR <<<\n")
+    xml.with_suffix(".bin").write_bytes(b"\0" * 64)
+    assert_one_line_error(cli(["bench", str(xml)]), 2, str(xml), "OpenVINO cannot load this model")
+
+
+def test_bench_openvino_xml_without_bin(cli, tmp_path, tiny_ir):
+    xml = tmp_path / "nobin.xml"
+    xml.write_bytes(tiny_ir.read_bytes())  # no nobin.bin beside it
+    assert_one_line_error(cli(["bench", str(xml)]), 2, str(xml), "OpenVINO cannot load this model")
+
+
+@pytest.mark.parametrize("case", ["garbage-xml", "missing-bin"])
+def test_bench_openvino_errors_give_the_reason(cli, tmp_path, tiny_ir, case):
+    xml = tmp_path / "model.xml"
+    if case == "garbage-xml":
+        xml.write_text("this is not an OpenVINO IR <<<\n")
+        xml.with_suffix(".bin").write_bytes(b"\0" * 64)
+    else:
+        xml.write_bytes(tiny_ir.read_bytes())
+    line = assert_one_line_error(cli(["bench", str(xml)]), 2, str(xml))
+    assert "Exception from src/" not in line
+    if case == "missing-bin":
+        assert ".bin" in line.replace(str(xml), "")
+
+
+def test_bench_unknown_suffix(cli, tmp_path):
+    model = tmp_path / "model.foo"
+    model.write_bytes(b"not a model")
+    assert_one_line_error(cli(["bench", str(model)]), 2, str(model), "unknown model format '.foo'")
+
+
+def test_bench_folder_without_manifest(cli, tmp_path):
+    assert_one_line_error(cli(["bench", str(tmp_path)]), 2, str(tmp_path), "manifest.json")
+
+
+@pytest.mark.parametrize(
+    ("manifest", "needle"),
+    [
+        pytest.param("{bad json", "not a valid edgepipe manifest", id="invalid-json"),
+        pytest.param('{"format": "onnx"}', "not a valid edgepipe manifest", id="no-primary"),
+        pytest.param('["model.onnx"]', "not a valid edgepipe manifest", id="list"),
+        pytest.param('{"primary": "model.onnx"}', "no such file", id="primary-missing"),
+        pytest.param(
+            '{"primary": 5}',
+            "not a valid edgepipe manifest",
+            id="primary-not-a-string",
+        ),
+    ],
+)
+def test_bench_artifact_folder_bad_manifest(cli, tmp_path, manifest, needle):
+    (tmp_path / "manifest.json").write_text(manifest)
+    assert_one_line_error(cli(["bench", str(tmp_path)]), 2, str(tmp_path), needle)
+
+
+# --------------------------------------------------------------------------------------------------
+# edgepipe bench: runtimes and devices
+# --------------------------------------------------------------------------------------------------
+
+
+def test_bench_format_does_not_match_runtime(cli, tiny_onnx):
+    result = cli(["bench", str(tiny_onnx), "--runtime", "torch"])
+    assert_one_line_error(result, 2, str(tiny_onnx), "runtime 'torch'")
+
+
+def test_bench_unknown_runtime(cli, tiny_onnx):
+    result = cli(["bench", str(tiny_onnx), "--runtime", "tensorrtx"])
+    assert_one_line_error(result, 2, "unknown runtime 'tensorrtx'", "onnxruntime")
+
+
+@pytest.mark.parametrize(
+    ("module", "model", "extra"),
+    [
+        pytest.param("openvino", "ir", [], id="openvino-ir"),
+        pytest.param("openvino", "onnx", ["--runtime", "openvino"], id="openvino-onnx"),
+        pytest.param("onnxruntime", "onnx", [], id="onnxruntime"),
+    ],
+)
+def test_bench_runtime_not_installed(cli, monkeypatch, request, module, model, extra):
+    path = request.getfixturevalue("tiny_ir" if model == "ir" else "tiny_onnx")
+    monkeypatch.setitem(sys.modules, module, None)  # `import <module>` now raises ImportError
+    result = cli(["bench", str(path), *extra])
+    assert_one_line_error(result, 3, f"runtime '{module}' is not installed", f"pip install {module}")
+
+
+@pytest.mark.parametrize(("runtime", "device"), [("onnxruntime", "cuda"), ("openvino", "gpu")])
+def test_bench_device_unavailable(cli, tiny_onnx, runtime, device):
+    if runtime == "onnxruntime":
+        ort = pytest.importorskip("onnxruntime")
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            pytest.skip("this machine has CUDA for onnxruntime")
+    else:
+        ov = pytest.importorskip("openvino")
+        if any(d.upper().startswith("GPU") for d in ov.Core().available_devices):
+            pytest.skip("this machine has an OpenVINO GPU device")
+    result = cli(["bench", str(tiny_onnx), "--runtime", runtime, "--device", device])
+    assert_one_line_error(result, 3, f"device '{device}'", f"runtime '{runtime}'")
+
+
+# --------------------------------------------------------------------------------------------------
+# Argument errors (argparse): exit 2, one line naming the option
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        pytest.param(["--threads", "0"], ["argument --threads", "thread count"], id="threads-0"),
+        pytest.param(["--threads", "100000"], ["argument --threads", "thread count"], id="threads-huge"),
+        pytest.param(["--threads", "abc"], ["argument --threads", "'abc'"], id="threads-abc"),
+        pytest.param(["--batch-size", "0"], ["argument --batch-size"], id="batch-size-0"),
+        pytest.param(["--runs", "-3"], ["argument --runs"], id="runs-negative"),
+        pytest.param(["--warmup", "many"], ["argument --warmup"], id="warmup-not-int"),
+        pytest.param(["--max-seconds", "abc"], ["argument --max-seconds"], id="max-seconds-abc"),
+        pytest.param(["--treads", "2"], ["unrecognized arguments: --treads"], id="unknown-option"),
+    ],
+)
+def test_bench_bad_arguments(cli, tiny_onnx, args, needles):
+    assert_one_line_error(cli(["bench", str(tiny_onnx), *args]), 2, *needles)
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [(["--warmup", "-1"], "--warmup"), (["--max-seconds", "-1"], "--max-seconds")],
+    ids=["warmup-negative", "max-seconds-negative"],
+)
+def test_bench_out_of_range_arguments(cli, tiny_onnx, args, option):
+    result = cli(["bench", str(tiny_onnx), "--runs", "5", "--threads", "1", *args])
+    assert_one_line_error(result, 2, f"argument {option}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        pytest.param([], "required: command", id="no-command"),
+        pytest.param(["frobnicate"], "invalid choice: 'frobnicate'", id="unknown-command"),
+        pytest.param(["bench"], "required: model", id="bench-no-model"),
+        pytest.param(["run"], "required: recipe", id="run-no-recipe"),
+    ],
+)
+def test_usage_errors(cli, argv, needle):
+    assert_one_line_error(cli(argv), 2, needle)
+
+
+# --------------------------------------------------------------------------------------------------
+# Positive checks: the same command lines work on a valid model
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "runtime", "fmt"),
+    [
+        pytest.param("onnx", "onnxruntime", "onnx", id="onnx-onnxruntime"),
+        pytest.param("onnx", "openvino", "onnx", id="onnx-openvino"),
+        pytest.param("ir", None, "openvino", id="ir-default-runtime"),
+    ],
+)
+def test_bench_valid_model_json(cli, request, model, runtime, fmt):
+    if runtime == "openvino" or model == "ir":
+        pytest.importorskip("openvino")
+    path = request.getfixturevalue("tiny_ir" if model == "ir" else "tiny_onnx")
+    argv = ["bench", str(path), "--json", "--runs", "20"] + (["--runtime", runtime] if runtime else [])
+    code, out, err = cli(argv)
+    assert code == 0, err
+    assert "Traceback" not in err
+    row = json.loads(out)
+    assert row["status"] == "ok"
+    assert row["runtime"] == (runtime or "openvino")
+    assert row["artifact"]["format"] == fmt
+    assert row["artifact"]["path"] == str(path)
+    assert row["latency_ms"]["n"] == 20
+    assert row["batch_size"] == 1
+    [spec] = row["inputs"]
+    assert (spec["name"], spec["dtype"], spec["shape"][1]) == ("input", "float32", 8)
+    assert isinstance(spec["shape"][0], str)  # dynamic batch: 'batch' (onnxruntime) or '?' (OpenVINO)
+    assert row["latency_ms"]["median"] > 0
+
+
+def test_bench_valid_model_table(cli, tiny_onnx):
+    code, out, err = cli(["bench", str(tiny_onnx), "--runs", "5", "--warmup", "1", "--threads", "1"])
+    assert code == 0, err
+    assert "onnxruntime" in out
+    assert "95% CI of median" in out
+
+
+# --------------------------------------------------------------------------------------------------
+# End to end through the real entry point (fresh interpreter; native stderr included)
+# --------------------------------------------------------------------------------------------------
+
+
+def _assert_console_one_line(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert_one_line_error((proc.returncode, proc.stdout, proc.stderr), code, *needles)
+    assert proc.stdout == ""
+
+
+def test_console_run_bad_recipe(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: x\nbenchmark:\n  treads: 2\n")
+    proc = run_console("run", str(recipe), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    _assert_console_one_line(proc, 2, str(recipe), "benchmark.treads: unknown field")
+    assert not (tmp_path / "out").exists()
+
+
+def test_console_bench_truncated_onnx(tmp_path, tiny_onnx):
+    data = tiny_onnx.read_bytes()
+    model = tmp_path / "truncated.onnx"
+    model.write_bytes(data[: len(data) // 2])
+    proc = run_console("bench", str(model), cwd=tmp_path)
+    _assert_console_one_line(proc, 2, str(model), "cannot load this model")
+
+
+def test_console_bench_bad_argument(tmp_path, tiny_onnx):
+    proc = run_console("bench", str(tiny_onnx), "--threads", "abc", cwd=tmp_path)
+    _assert_console_one_line(proc, 2, "argument --threads", "'abc'")
+
+
+def test_console_bench_unavailable_device(tmp_path, tiny_onnx):
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA for onnxruntime")
+    proc = run_console("bench", str(tiny_onnx), "--device", "cuda", cwd=tmp_path)
+    _assert_console_one_line(proc, 3, "device 'cuda'")
+
+
+def test_console_bench_corrupt_openvino_xml(tmp_path):
+    pytest.importorskip("openvino")
+    xml = tmp_path / "garbage.xml"
+    xml.write_text("this is not an OpenVINO IR <<<\n")
+    xml.with_suffix(".bin").write_bytes(b"\0" * 64)
+    proc = run_console("bench", str(xml), cwd=tmp_path)
+    _assert_console_one_line(proc, 2, str(xml))
