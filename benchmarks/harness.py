@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.artifact import FileEntry, TensorSpec, content_sha256, sha256_file
+from edgepipe.artifact import FileEntry, TensorSpec, content_sha256, read_manifest, sha256_file
 from edgepipe.benchmarks.stats import latency_stats
 from edgepipe.errors import InputError
-from edgepipe.formats import detect_format
+from edgepipe.formats import MANIFEST_NAME, detect_format
 from edgepipe.metrics import METRICS, parity
 from edgepipe.runtimes import Session, get_runtime
 
@@ -38,20 +38,26 @@ class EvalData:
     metric: str = "accuracy"
 
 
-def describe_file(path: Path, format: str, precision: str | None = None) -> dict[str, Any]:
-    """The ``artifact`` block of a results row for a bare model file."""
-    files = [
-        path,
-        *(path.with_suffix(s) for s in _SIDE_FILES.get(path.suffix, ()) if path.with_suffix(s).exists()),
-    ]
-    entries = [FileEntry(path=f.name, size_bytes=f.stat().st_size, sha256=sha256_file(f)) for f in files]
-    return {
+def describe_file(path: Path, format: str) -> dict[str, Any]:
+    """The ``artifact`` block of a results row for a model file. The precision is known only when the
+    file sits in an edgepipe artifact folder whose manifest matches its hash."""
+    side = [path.with_suffix(s) for s in _SIDE_FILES.get(path.suffix, ()) if path.with_suffix(s).exists()]
+    entries = [FileEntry(path=f.name, size_bytes=f.stat().st_size, sha256=sha256_file(f)) for f in (path, *side)]
+    block: dict[str, Any] = {
         "format": format,
-        "precision": precision,
+        "precision": None,
         "path": str(path),
         "size_bytes": sum(e.size_bytes for e in entries),
         "sha256": content_sha256(entries),
     }
+    if (path.parent / MANIFEST_NAME).is_file():
+        try:
+            manifest = read_manifest(path.parent)
+        except InputError:
+            return block
+        if manifest.primary == path.name and manifest.sha256 == block["sha256"]:
+            block.update(name=manifest.name, precision=manifest.precision)
+    return block
 
 
 def random_feeds(inputs: list[TensorSpec], batch: int, seed: int = 0) -> dict[str, np.ndarray]:

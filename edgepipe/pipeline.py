@@ -171,6 +171,22 @@ def export_stages(
     return artifacts
 
 
+def reference_outputs(torch_artifact: Artifact, task: Task, data_dir: Path, threads: int) -> Path:
+    """The torch model's outputs on the test split, saved once per (model, test split) pair."""
+    path = data_dir / f"reference-{torch_artifact.sha256[:12]}-{task.test.sha256()[:12]}.npy"
+    try:
+        if np.load(path, allow_pickle=False).shape == (len(task.test), *task.output.concrete_shape()[1:]):
+            return path
+    except (OSError, ValueError):
+        pass
+    from edgepipe.runtimes import get_runtime
+
+    session = get_runtime("torch").load(torch_artifact.model_file, threads=threads)
+    name = session.inputs[0].name
+    outputs = [session.run({name: task.test.x[i : i + 256]})[0] for i in range(0, len(task.test), 256)]
+    return _save_npy(path, np.concatenate(outputs))
+
+
 def _jobs(recipe: Recipe, artifacts: list[Artifact], eval_spec: dict[str, Any]) -> list[dict[str, Any]]:
     from edgepipe.runtimes import default_runtime
 
@@ -264,18 +280,11 @@ def run_recipe(
     torch_artifact = train_stage(recipe, task, store, log, force)
     exported = export_stages(recipe, task, torch_artifact, store, log, force)
 
-    # The reference outputs come from the torch model on the test split, once, in this process.
-    from edgepipe.runtimes import get_runtime
-
-    ref_session = get_runtime("torch").load(torch_artifact.model_file, threads=recipe.benchmark.threads)
-    reference = np.concatenate(
-        [ref_session.run({"input": task.test.x[i : i + 256]})[0] for i in range(0, len(task.test), 256)]
-    )
     data_dir = out / "data"
     eval_spec = {
         "x": str(_save_npy(data_dir / "test_x.npy", task.test.x)),
         "y": str(_save_npy(data_dir / "test_y.npy", task.test.y)),
-        "reference": str(_save_npy(data_dir / "reference_logits.npy", reference)),
+        "reference": str(reference_outputs(torch_artifact, task, data_dir, recipe.benchmark.threads)),
         "metric": task.metric,
     }
     artifacts = ([torch_artifact] if recipe.benchmark.reference else []) + exported
