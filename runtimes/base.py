@@ -97,7 +97,12 @@ class Runtime(ABC):
             raise UnavailableError(reason)
 
     def version(self) -> str | None:
-        return package_version(self.package)
+        """The runtime's own version (e.g. onnxruntime-gpu installs the module ``onnxruntime`` too)."""
+        try:
+            found = getattr(importlib.import_module(self.module), "__version__", None)
+        except ImportError:
+            return None
+        return str(found) if found else package_version(self.package)
 
     @abstractmethod
     def devices(self) -> list[str]:
@@ -110,13 +115,14 @@ class Runtime(ABC):
                 f"device '{device}' is not available to runtime '{self.name}' here (available: {', '.join(have)})"
             )
 
-    @abstractmethod
     def load(
-        self,
-        path: Path,
-        *,
-        device: str = "cpu",
-        threads: int | None = None,
-        options: dict[str, Any] | None = None,
+        self, path: Path, *, device: str = "cpu", threads: int | None = None, options: dict[str, Any] | None = None
     ) -> Session:
         """Load a model file. Bad files raise InputError naming the file; absent devices UnavailableError."""
+        self.require()
+        self.check_device(device)
+        return self._open(Path(path), device, threads, dict(options or {}))
+
+    @abstractmethod
+    def _open(self, path: Path, device: str, threads: int | None, options: dict[str, Any]) -> Session:
+        """Load ``path`` on an available ``device``: what each runtime implements."""

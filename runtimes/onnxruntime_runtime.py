@@ -53,16 +53,7 @@ class OnnxRuntime(Runtime):
         have = set(ort.get_available_providers())
         return [d for d, p in _PROVIDERS.items() if p in have]
 
-    def load(
-        self,
-        path: Path,
-        *,
-        device: str = "cpu",
-        threads: int | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> Session:
-        self.require()
-        self.check_device(device)
+    def _open(self, path: Path, device: str, threads: int | None, options: dict[str, Any]) -> Session:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -70,7 +61,7 @@ class OnnxRuntime(Runtime):
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = threads or 0
         so.inter_op_num_threads = 1
-        for key, value in (options or {}).items():
+        for key, value in options.items():
             so.add_session_config_entry(key, str(value))
         providers = [_PROVIDERS[device], *(["CPUExecutionProvider"] if device != "cpu" else [])]
         try:

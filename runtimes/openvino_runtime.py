@@ -61,24 +61,14 @@ class OpenVINORuntime(Runtime):
 
         return [d.split(".")[0].lower() for d in ov.Core().available_devices]
 
-    def load(
-        self,
-        path: Path,
-        *,
-        device: str = "cpu",
-        threads: int | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> Session:
-        self.require()
-        self.check_device(device)
+    def _open(self, path: Path, device: str, threads: int | None, options: dict[str, Any]) -> Session:
         import openvino as ov
 
-        opts = dict(options or {})
-        precision = str(opts.pop("inference_precision", "f32"))
+        precision = str(options.pop("inference_precision", "f32"))
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        config.update(opts)
+        config.update(options)
         core = ov.Core()
         try:
             model = read_model(Path(path))

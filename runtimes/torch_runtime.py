@@ -43,16 +43,7 @@ class TorchRuntime(Runtime):
 
         return ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
-    def load(
-        self,
-        path: Path,
-        *,
-        device: str = "cpu",
-        threads: int | None = None,
-        options: dict[str, Any] | None = None,
-    ) -> Session:
-        self.require()
-        self.check_device(device)
+    def _open(self, path: Path, device: str, threads: int | None, options: dict[str, Any]) -> Session:
         import torch
 
         from edgepipe.models import load_torch_model
