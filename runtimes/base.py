@@ -97,12 +97,14 @@ class Runtime(ABC):
             raise UnavailableError(reason)
 
     def version(self) -> str | None:
-        """The runtime's own version (e.g. onnxruntime-gpu installs the module ``onnxruntime`` too)."""
+        """The package's version, else the module's own (onnxruntime-gpu installs module ``onnxruntime``)."""
+        if found := package_version(self.package):
+            return found
         try:
-            found = getattr(importlib.import_module(self.module), "__version__", None)
+            module_version = getattr(importlib.import_module(self.module), "__version__", None)
         except ImportError:
             return None
-        return str(found) if found else package_version(self.package)
+        return str(module_version) if module_version else None
 
     @abstractmethod
     def devices(self) -> list[str]:
