@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgepipe.errors import InputError, first_line
 from edgepipe.formats import FORMATS
 
+DIGITS_SAMPLES = 1797  # sklearn.datasets.load_digits
 # Beyond this a runtime spends its time creating threads (onnxruntime hangs at 100000).
 MAX_THREADS = 256
 
@@ -32,6 +33,14 @@ class TaskConfig(Section):
     image_size: int = Field(32, ge=8, le=128)
     test_size: int = Field(360, ge=10)
     calibration_size: int = Field(300, ge=1)
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> TaskConfig:
+        if self.test_size + self.calibration_size > DIGITS_SAMPLES - 100:
+            raise ValueError(
+                f"test_size + calibration_size must leave at least 100 of the {DIGITS_SAMPLES} samples for training"
+            )
+        return self
 
 
 class ModelConfig(Section):
@@ -106,6 +115,21 @@ class BenchmarkConfig(Section):
     # Extra runtimes per format beyond the format's default one, e.g. {"onnx": ["onnxruntime", "openvino"]}.
     runtimes: dict[str, list[str]] = {}
     timeout_s: float = Field(600, gt=0, description="per artifact benchmark process")
+
+    @field_validator("runtimes")
+    @classmethod
+    def _known_runtimes(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        from edgepipe.runtimes import RUNTIMES, runtime_class
+
+        for fmt, names in v.items():
+            if fmt not in FORMATS:
+                raise ValueError(f"{fmt}: unknown format (known: {', '.join(FORMATS)})")
+            for name in names:
+                if name not in RUNTIMES:
+                    raise ValueError(f"{fmt}: unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")
+                if fmt not in runtime_class(name).formats:
+                    raise ValueError(f"{fmt}: runtime '{name}' cannot run {fmt} models")
+        return v
 
 
 class GatesConfig(Section):

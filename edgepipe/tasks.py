@@ -84,10 +84,6 @@ def digits_task(config: TaskConfig, seed: int) -> Task:
     images = images[:, index][:, :, index]
     x = np.ascontiguousarray(images.reshape(-1, 1, size, size), dtype=np.float32)
     y = digits.target.astype(np.int64)
-    if config.test_size + config.calibration_size >= len(x) - 10:
-        from edgepipe.errors import InputError
-
-        raise InputError(f"task: test_size + calibration_size must leave training data (< {len(x) - 10})")
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=config.test_size, random_state=seed, stratify=y)
     x_train, x_cal, y_train, y_cal = train_test_split(
         x_rest, y_rest, test_size=config.calibration_size, random_state=seed, stratify=y_rest

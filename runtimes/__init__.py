@@ -18,13 +18,18 @@ RUNTIMES: dict[str, str] = {
 }
 
 
-def get_runtime(name: str) -> Runtime:
-    """The runtime object for a name (it may still be unavailable: see ``unavailable_reason``)."""
+def runtime_class(name: str) -> type[Runtime]:
+    """The class registered for a runtime name (importing it never imports the backend itself)."""
     if name not in RUNTIMES:
         raise InputError(f"unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")
     module, _, cls = RUNTIMES[name].partition(":")
-    runtime: Runtime = getattr(importlib.import_module(module), cls)()
-    return runtime
+    found: type[Runtime] = getattr(importlib.import_module(module), cls)
+    return found
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime object for a name (it may still be unavailable: see ``unavailable_reason``)."""
+    return runtime_class(name)()
 
 
 def default_runtime(format: str) -> str:
@@ -42,4 +47,5 @@ __all__ = [
     "Session",
     "default_runtime",
     "get_runtime",
+    "runtime_class",
 ]
