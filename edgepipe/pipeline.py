@@ -17,7 +17,7 @@ import numpy as np
 from edgepipe.artifact import Artifact, ArtifactStore, StageOutput, atomic_write_bytes
 from edgepipe.environment import code_fingerprint, describe_environment, package_versions
 from edgepipe.errors import EdgepipeError, InputError, first_line
-from edgepipe.recipe import GatesConfig, Recipe, load_recipe
+from edgepipe.recipe import GatesConfig, QuantizeConfig, Recipe, load_recipe
 from edgepipe.tasks import Task, build_task
 
 Log = Callable[[str], None]
@@ -159,7 +159,7 @@ def export_stages(
                     log,
                     f"quantize {target.format} {q.precision}",
                     force,
-                    name=f"{target.format}-{q.precision}-{q.method}",
+                    name=variant_name(target.format, q),
                     stage="quantize",
                     config=qconfig,
                     parent=fp32,
@@ -169,6 +169,20 @@ def export_stages(
                 )
             )
     return artifacts
+
+
+def variant_name(fmt: str, q: QuantizeConfig) -> str:
+    """Readable and distinct per quantize entry, e.g. ``onnx-int8-static`` or ``onnx-int8-dynamic-per-tensor``."""
+    parts = [fmt, q.precision, q.method]
+    if not q.per_channel:
+        parts.append("per-tensor")
+    if q.activation_type:
+        parts.append(f"act-{q.activation_type}")
+    if q.weight_type != "int8":
+        parts.append(f"weight-{q.weight_type}")
+    if q.calibration_samples:
+        parts.append(f"cal-{q.calibration_samples}")
+    return "-".join(parts)
 
 
 def reference_outputs(torch_artifact: Artifact, task: Task, data_dir: Path, threads: int) -> Path:

@@ -56,3 +56,19 @@ def test_openvino_may_also_run_onnx():
 def test_split_sizes_must_leave_training_data():
     with pytest.raises(InputError, match=r"^r\.yaml: task: test_size \+ calibration_size must leave"):
         parse_recipe({"name": "r", "task": {"test_size": 1000, "calibration_size": 790}}, "r.yaml")
+
+
+def test_quantize_variants_get_distinct_names():
+    from edgepipe.pipeline import variant_name
+    from edgepipe.recipe import QuantizeConfig
+
+    variants = [
+        QuantizeConfig(),
+        QuantizeConfig(method="dynamic"),
+        QuantizeConfig(per_channel=False),
+        QuantizeConfig(activation_type="int8"),
+        QuantizeConfig(calibration_samples=50),
+    ]
+    names = [variant_name("onnx", q) for q in variants]
+    assert names[0] == "onnx-int8-static"
+    assert len(set(names)) == len(names)
