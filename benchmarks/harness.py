@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.artifact import FileEntry, TensorSpec, content_sha256, read_manifest, sha256_file
+from edgepipe.artifact import FileEntry, TensorSpec, content_sha256, read_manifest, resolve_model_path, sha256_file
 from edgepipe.benchmarks.stats import latency_stats
 from edgepipe.errors import InputError
 from edgepipe.formats import MANIFEST_NAME, detect_format
@@ -138,7 +138,7 @@ def benchmark_model(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Benchmark a model file and return one results row. Raises EdgepipeError on bad input."""
-    path = Path(path)
+    path = resolve_model_path(path)
     fmt = detect_format(path)
     rt = get_runtime(runtime)
     if fmt not in rt.formats:

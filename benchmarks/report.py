@@ -111,7 +111,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
                 spd,
                 _f(par.get("top1_agreement"), ".4f"),
                 _f(par.get("max_abs_diff"), ".2e"),
-                r.get("status", "?"),
+                "gate failed" if not (r.get("gates") or {}).get("passed", True) else r.get("status", "?"),
             ]
         )
     return out

@@ -17,10 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from edgepipe.errors import InputError
 from edgepipe.formats import MANIFEST_NAME
@@ -48,8 +48,15 @@ class TensorSpec(BaseModel):
         return tuple(dims)
 
 
+def _inside_folder(name: str) -> str:
+    p = PurePosixPath(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name:
+        raise ValueError(f"'{name}' must be a relative path inside the artifact folder")
+    return name
+
+
 class FileEntry(BaseModel):
-    path: str
+    path: Annotated[str, AfterValidator(_inside_folder)]
     size_bytes: int
     sha256: str
 
@@ -71,7 +78,7 @@ class Manifest(BaseModel):
     name: str
     format: str
     precision: str
-    primary: str
+    primary: Annotated[str, AfterValidator(_inside_folder)]
     files: list[FileEntry]
     sha256: str
     size_bytes: int
@@ -84,6 +91,12 @@ class Manifest(BaseModel):
     tools: dict[str, str] = {}
     seed: int | None = None
     created_at: str
+
+    @model_validator(mode="after")
+    def _primary_is_listed(self) -> Manifest:
+        if self.primary not in {f.path for f in self.files}:
+            raise ValueError(f"primary '{self.primary}' is not among its files")
+        return self
 
 
 @dataclass
@@ -158,7 +171,13 @@ def read_manifest(folder: Path) -> Manifest:
         return Manifest.model_validate_json(path.read_bytes())
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (ValidationError, ValueError) as e:
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise InputError(
+            f"{path}: not a valid edgepipe manifest ({where + ': ' if where else ''}{first['msg']})"
+        ) from None
+    except (ValueError, OSError) as e:
         raise InputError(f"{path}: not a valid edgepipe manifest ({str(e).splitlines()[0]})") from None
 
 
@@ -173,6 +192,20 @@ def verify(folder: Path) -> Artifact | None:
         if not f.is_file() or f.stat().st_size != entry.size_bytes or sha256_file(f) != entry.sha256:
             return None
     return Artifact(folder, manifest)
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """The model file for a path that is a model file or an edgepipe artifact folder (verified)."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / MANIFEST_NAME).is_file():
+            raise InputError(f"{p}: folder has no {MANIFEST_NAME}; pass the model file itself")
+        return load_artifact(p).model_file
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if not p.is_file():
+        raise InputError(f"{p}: not a file")
+    return p
 
 
 def load_artifact(folder: str | Path) -> Artifact:

@@ -10,7 +10,7 @@ import sys
 import warnings
 from typing import Any, NoReturn
 
-from edgepipe.errors import EdgepipeError, InputError, UnavailableError, first_line
+from edgepipe.errors import EdgepipeError, GateError, InputError, UnavailableError, first_line
 from edgepipe.recipe import MAX_THREADS
 
 
@@ -43,23 +43,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     result = run_recipe(args.recipe, out_dir=args.out, force=args.force)
     if result.gate_failures:
-        print(
-            f"edgepipe: error: {len(result.gate_failures)} quality gate(s) failed, first: {result.gate_failures[0]}",
-            file=sys.stderr,
+        first = result.gate_failures[0]
+        raise GateError(
+            f"{len(result.gate_failures)} quality gate(s) failed, first: {first} (see {result.paths['md']})"
         )
-        return 4
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from edgepipe.artifact import resolve_model_path
     from edgepipe.benchmarks.harness import benchmark_model
     from edgepipe.benchmarks.report import render_table
     from edgepipe.environment import describe_environment
-    from edgepipe.formats import detect_format, resolve_model_path
-    from edgepipe.runtimes import default_runtime
+    from edgepipe.formats import detect_format
+    from edgepipe.runtimes import default_runtime, runtime_class
 
     path = resolve_model_path(args.model)
-    runtime = args.runtime or default_runtime(detect_format(path))
+    try:
+        runtime = args.runtime or default_runtime(detect_format(path))
+        runtime_class(runtime)
+    except InputError as e:
+        raise InputError(f"{path}: {e}" if args.runtime is None else f"--runtime: {e}") from None
     row = benchmark_model(
         path,
         runtime,
@@ -70,7 +74,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         runs=args.runs,
         max_seconds=args.max_seconds,
     )
-    row["environment"] = describe_environment()
+    row = {"name": row["artifact"].get("name") or path.stem, **row, "environment": describe_environment()}
     if args.json:
         print(json.dumps(row, indent=2))
     else:
@@ -106,11 +110,11 @@ def cmd_runtimes(args: argparse.Namespace) -> int:
     else:
         for r in report:
             state = (
-                f"{r['version']}, devices: {', '.join(r['devices'])}"
+                f"version {r['version']}, devices: {', '.join(r['devices'])}"
                 if r["available"]
                 else f"unavailable: {r['reason']}"
             )
-            print(f"{r['runtime']:<12} formats: {', '.join(r['formats']):<14} {state}")
+            print(f"{r['runtime']:<12} formats: {', '.join(r['formats']):<16} {state}")
     return 0
 
 

@@ -120,3 +120,27 @@ def test_corrupt_manifest_is_an_input_error_naming_the_file(tmp_path):
 def test_concrete_shape_fills_symbolic_dims():
     spec = TensorSpec(name="x", shape=["batch", 3, "?", 8], dtype="float32")
     assert spec.concrete_shape(4) == (4, 3, 1, 8)
+
+
+@pytest.mark.parametrize("bad", ["../model.onnx", "/etc/passwd", ""])
+def test_manifest_paths_must_stay_inside_the_folder(tmp_path, bad):
+    store, calls = ArtifactStore(tmp_path), []
+    art, _ = _build(store, calls)
+    data = json.loads((art.path / "manifest.json").read_text())
+    data["primary"] = bad
+    data["files"][0]["path"] = bad
+    (art.path / "manifest.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="inside the artifact folder"):
+        load_artifact(art.path)
+
+
+def test_tampered_artifact_folder_is_refused_before_any_runtime_sees_it(tmp_path):
+    from edgepipe.benchmarks.harness import benchmark_model
+
+    store, calls = ArtifactStore(tmp_path), []
+    art, _ = _build(store, calls)
+    (art.path / "model.bin").write_bytes(b"evil")
+    with pytest.raises(InputError, match="do not match the manifest"):
+        benchmark_model(art.path, "onnxruntime")
+    with pytest.raises(InputError, match="no such file"):
+        benchmark_model(tmp_path / "missing.onnx", "onnxruntime")

@@ -267,7 +267,7 @@ def test_bench_folder_without_manifest(cli, tmp_path):
         pytest.param("{bad json", "not a valid edgepipe manifest", id="invalid-json"),
         pytest.param('{"format": "onnx"}', "not a valid edgepipe manifest", id="no-primary"),
         pytest.param('["model.onnx"]', "not a valid edgepipe manifest", id="list"),
-        pytest.param('{"primary": "model.onnx"}', "no such file", id="primary-missing"),
+        pytest.param('{"primary": "model.onnx"}', "not a valid edgepipe manifest", id="primary-only"),
         pytest.param(
             '{"primary": 5}',
             "not a valid edgepipe manifest",
@@ -401,6 +401,8 @@ def test_bench_valid_model_json(cli, request, model, runtime, fmt):
     assert (spec["name"], spec["dtype"], spec["shape"][1]) == ("input", "float32", 8)
     assert isinstance(spec["shape"][0], str)  # dynamic batch: 'batch' (onnxruntime) or '?' (OpenVINO)
     assert row["latency_ms"]["median"] > 0
+    assert row["name"] == path.stem
+    assert row["environment"]["cpu"]["model"]
 
 
 def test_bench_valid_model_table(cli, tiny_onnx):
