@@ -20,7 +20,7 @@ import numpy as np
 
 from edgepipe.artifact import FileEntry, TensorSpec, content_sha256, read_manifest, resolve_model_path, sha256_file
 from edgepipe.benchmarks.stats import latency_stats
-from edgepipe.errors import InputError
+from edgepipe.errors import InputError, first_line
 from edgepipe.formats import MANIFEST_NAME, detect_format
 from edgepipe.metrics import METRICS, parity
 from edgepipe.runtimes import Session, get_runtime
@@ -30,12 +30,29 @@ _SIDE_FILES = {".xml": (".bin",)}  # files that belong to a model file
 
 @dataclass
 class EvalData:
-    """Evaluation inputs, labels and (optionally) the reference model's outputs on them."""
+    """Evaluation data: named inputs batched along axis 0, labels, and the reference model's outputs.
 
-    x: np.ndarray
-    y: np.ndarray | None = None
+    Input names must match the model's; with a single input on both sides the name may differ.
+    """
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
     reference: np.ndarray | None = None
     metric: str = "accuracy"
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def feeds_for(self, session: Session, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Samples [start, stop) as a feed dict keyed by the session's input names."""
+        names = [s.name for s in session.inputs]
+        if len(names) == 1 and len(self.inputs) == 1:
+            arrays = list(self.inputs.values())
+        elif missing := [n for n in names if n not in self.inputs]:
+            raise InputError(f"evaluation data lack model input(s) {missing} (data has {list(self.inputs)})")
+        else:
+            arrays = [self.inputs[n] for n in names]
+        return {n: np.ascontiguousarray(a[start:stop]) for n, a in zip(names, arrays, strict=True)}
 
 
 def describe_file(path: Path, format: str) -> dict[str, Any]:
@@ -82,9 +99,10 @@ def _fixed_batch(session: Session) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def _batches(x: np.ndarray, size: int) -> list[np.ndarray]:
-    whole = len(x) - len(x) % size if len(x) >= size else 0
-    return [np.ascontiguousarray(x[i : i + size]) for i in range(0, whole, size)]
+def _data_feeds(session: Session, data: EvalData, size: int, limit: int = 64) -> list[dict[str, np.ndarray]]:
+    """Up to ``limit`` whole batches of evaluation data, to cycle through while timing."""
+    starts = range(0, len(data) - size + 1, size)[:limit]
+    return [data.feeds_for(session, i, i + size) for i in starts]
 
 
 def time_runs(
@@ -110,14 +128,11 @@ def evaluate(
     """Task metric and parity on the evaluation data (outputs[0] are the logits)."""
     fixed = _fixed_batch(session)
     size = fixed or batch_size
-    n = len(data.x) - len(data.x) % size if fixed else len(data.x)
+    n = len(data) - len(data) % size if fixed else len(data)
     if n == 0:
-        raise InputError(f"the model takes a fixed batch of {size}, more than the {len(data.x)} evaluation samples")
-    name = session.inputs[0].name
-    outputs = np.concatenate(
-        [session.run({name: np.ascontiguousarray(data.x[i : i + size])})[0] for i in range(0, n, size)]
-    )
-    metrics = METRICS[data.metric](outputs, data.y[:n]) if data.y is not None else {}
+        raise InputError(f"the model takes a fixed batch of {size}, more than the {len(data)} evaluation samples")
+    outputs = np.concatenate([session.run(data.feeds_for(session, i, min(i + size, n)))[0] for i in range(0, n, size)])
+    metrics = METRICS[data.metric](outputs, data.labels[:n]) if data.labels is not None else {}
     par = parity(outputs, data.reference[:n]) if data.reference is not None else None
     return metrics, par
 
@@ -148,21 +163,25 @@ def benchmark_model(
     t0 = time.perf_counter()
     session = rt.load(path, device=device, threads=threads, options=options)
     load_ms = (time.perf_counter() - t0) * 1e3
+    with session:
+        size = _fixed_batch(session) or batch_size
+        feeds = _data_feeds(session, data, size) if data is not None else []
+        input_source = "evaluation data" if feeds else "random from input spec"
+        feeds = feeds or [random_feeds(session.inputs, size, seed)]
+        session.check_feeds(feeds[0])
+        t1 = time.perf_counter()
+        try:
+            session.run(feeds[0])
+        except Exception as e:  # the runtime's own message, without its traceback
+            shapes = {k: list(v.shape) for k, v in feeds[0].items()}
+            raise InputError(f"{path}: {runtime} failed to run it on {input_source} {shapes}: {first_line(e)}") from e
+        first_run_ms = (time.perf_counter() - t1) * 1e3
 
-    if data is not None and len(data.x) >= batch_size:
-        feeds = [{session.inputs[0].name: b} for b in _batches(data.x, _fixed_batch(session) or batch_size)[:64]]
-        input_source = "evaluation data"
-    else:
-        feeds = [random_feeds(session.inputs, _fixed_batch(session) or batch_size, seed)]
-        input_source = "random from input spec"
-    session.check_feeds(feeds[0])
-    t1 = time.perf_counter()
-    session.run(feeds[0])
-    first_run_ms = (time.perf_counter() - t1) * 1e3
-
-    samples = time_runs(session, feeds, warmup, runs, max_seconds)
-    stats = latency_stats(samples)
-    metrics, par = evaluate(session, data) if data is not None else ({}, None)
+        samples = time_runs(session, feeds, warmup, runs, max_seconds)
+        peak_rss_mb = _peak_rss_mb()  # before evaluation, which runs larger batches
+        stats = latency_stats(samples)
+        metrics, par = evaluate(session, data) if data is not None else ({}, None)
+        info = session.info
     actual_batch = int(next(iter(feeds[0].values())).shape[0])
     row: dict[str, Any] = {
         "artifact": artifact or describe_file(path, fmt),
@@ -178,12 +197,11 @@ def benchmark_model(
         "first_run_ms": first_run_ms,
         "latency_ms": stats,
         "throughput_per_s": actual_batch / stats["median"] * 1e3,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb,
         "metrics": metrics,
         "parity": par,
-        "session": session.info,
+        "session": info,
     }
-    session.close()
     return row
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,37 +20,50 @@ RESULTS_SCHEMA_VERSION = 1
 
 
 def _same_setup(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    keys = ("runtime", "device", "threads", "batch_size")
-    return all(a.get(k) == b.get(k) for k in keys) and a["artifact"]["format"] == b["artifact"]["format"]
+    return all(a.get(k) == b.get(k) for k in ("runtime", "device", "threads", "batch_size"))
+
+
+def fp32_baseline(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The FP32 row this quantized row was made from (its parent artifact), measured the same way.
+
+    Pairing by lineage, not by format name, keeps two ONNX exports' INT8 variants apart. Rows of
+    bare files (no lineage) pair by format.
+    """
+    parent = row["artifact"].get("parent_sha256")
+    for b in rows:
+        a = b["artifact"]
+        if b.get("status") != "ok" or a.get("precision") != "fp32" or not _same_setup(b, row):
+            continue
+        if (a.get("sha256") == parent) if parent else (a.get("format") == row["artifact"].get("format")):
+            return b
+    return None
 
 
 def add_comparisons(rows: list[dict[str, Any]]) -> list[str]:
-    """Give each quantized row ``vs_fp32`` (speed-up, accuracy change) against the FP32 row of the
-    same format, runtime, device, threads and batch in this run; return plain-language notes."""
+    """Give each quantized row ``vs_fp32`` (speed-up, metric changes, size ratio) against its FP32
+    parent measured on the same runtime, device, threads and batch in this run; return notes."""
     notes: list[str] = []
-    ok = [r for r in rows if r.get("status") == "ok"]
-    for row in ok:
-        if row["artifact"].get("precision") in (None, "fp32"):
+    for row in rows:
+        if row.get("status") != "ok" or row["artifact"].get("precision") in (None, "fp32"):
             continue
-        base = next((b for b in ok if b["artifact"].get("precision") == "fp32" and _same_setup(b, row)), None)
+        base = fp32_baseline(row, rows)
         if base is None:
             continue
         cmp = speedup(base["latency_ms"], row["latency_ms"])
         cmp["baseline"] = row_label(base)
+        cmp["size_ratio"] = row["artifact"]["size_bytes"] / base["artifact"]["size_bytes"]
         for metric, value in row.get("metrics", {}).items():
             if metric in base.get("metrics", {}):
                 cmp[f"{metric}_delta"] = value - base["metrics"][metric]
         row["vs_fp32"] = cmp
-        what = f"{row_label(row)} vs {cmp['baseline']}"
         medians = f"median {row['latency_ms']['median']:.3f} vs {base['latency_ms']['median']:.3f} ms"
         if not cmp["significant"]:
-            notes.append(f"{what}: no significant latency difference (x{cmp['ratio']:.2f}, {medians}).")
+            verdict = f"no significant latency difference, x{cmp['ratio']:.2f}"
         elif cmp["ratio"] >= 1:
-            notes.append(f"{what}: {cmp['ratio']:.2f}x faster ({medians}).")
+            verdict = f"{cmp['ratio']:.2f}x faster"
         else:
-            notes.append(f"{what}: SLOWER, x{cmp['ratio']:.2f} ({medians}).")
-        size_ratio = row["artifact"]["size_bytes"] / base["artifact"]["size_bytes"]
-        notes[-1] = notes[-1][:-1] + f"; size x{size_ratio:.2f}."
+            verdict = f"SLOWER, x{cmp['ratio']:.2f}"
+        notes.append(f"{row_label(row)} vs {cmp['baseline']}: {verdict} ({medians}); size x{cmp['size_ratio']:.2f}.")
     for row in rows:
         if row.get("status") != "ok":
             notes.append(f"{row_label(row)}: {row.get('status')}: {row.get('error')}")
@@ -83,7 +97,7 @@ COLUMNS = (
     "n",
     "speed-up vs fp32",
     "top-1 agree",
-    "max |diff|",
+    "max abs diff",
     "status",
 )
 
@@ -228,10 +242,28 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON: NaN and infinities (e.g. from a model that outputs NaN) become null."""
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False) + "\n"
+
+
 def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """Write results.json, results.md and results.csv atomically; return their paths."""
+    """Write results.md, results.csv, then results.json (each atomically); return their paths.
+
+    results.json goes last: a reader that sees a new one can trust the other two are from the same run.
+    """
     paths = {"json": out_dir / "results.json", "md": out_dir / "results.md", "csv": out_dir / "results.csv"}
-    atomic_write_text(paths["json"], json.dumps(results, indent=2) + "\n")
     atomic_write_text(paths["md"], render_markdown(results))
     atomic_write_text(paths["csv"], render_csv(results["results"]))
+    atomic_write_text(paths["json"], to_json(results))
     return paths

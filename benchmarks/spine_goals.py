@@ -21,8 +21,9 @@ from typing import Any
 
 def _run(recipe: str, out: Path) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "edgepipe.cli", "run", recipe, "--out", str(out)],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgepipe.cli", "run", recipe, "--out", str(out)], capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     if proc.returncode not in (0, 4):
         sys.exit(f"edgepipe run failed ({proc.returncode}): {proc.stderr.strip()}")
@@ -47,19 +48,34 @@ def measure(recipe: str) -> dict[str, Any]:
         vs = row.get("vs_fp32")
         if not vs:
             continue
-        base = next(r for r in rows if r["runtime"] == row["runtime"] and r["artifact"]["precision"] == "fp32"
-                    and r["artifact"]["format"] == row["artifact"]["format"])  # fmt: skip
-        comparisons.append({
-            "format": row["artifact"]["format"], "runtime": row["runtime"], "precision": row["artifact"]["precision"],
-            "accuracy_drop_points": -100 * vs["accuracy_delta"] + 0.0,  # + 0.0 turns -0.0 into 0.0
-            "size_ratio": row["artifact"]["size_bytes"] / base["artifact"]["size_bytes"],
-            "latency_ratio_int8_over_fp32": row["latency_ms"]["median"] / base["latency_ms"]["median"],
-            "speedup": vs["ratio"], "speedup_significant": vs["significant"],
-            "median_ms": row["latency_ms"]["median"], "fp32_median_ms": base["latency_ms"]["median"],
-        })  # fmt: skip
-    return {"cold_wall_s": cold, "cached_wall_s": cached, "comparisons": comparisons,
-            "environment": {"cpu": results["environment"]["cpu"], "packages": results["environment"]["packages"]},
-            "threads": rows[0]["threads"] if rows else None}  # fmt: skip
+        base = next(
+            r
+            for r in rows
+            if r["runtime"] == row["runtime"]
+            and r["artifact"]["precision"] == "fp32"
+            and r["artifact"]["format"] == row["artifact"]["format"]
+        )
+        comparisons.append(
+            {
+                "format": row["artifact"]["format"],
+                "runtime": row["runtime"],
+                "precision": row["artifact"]["precision"],
+                "accuracy_drop_points": -100 * vs["accuracy_delta"] + 0.0,  # + 0.0 turns -0.0 into 0.0
+                "size_ratio": row["artifact"]["size_bytes"] / base["artifact"]["size_bytes"],
+                "latency_ratio_int8_over_fp32": row["latency_ms"]["median"] / base["latency_ms"]["median"],
+                "speedup": vs["ratio"],
+                "speedup_significant": vs["significant"],
+                "median_ms": row["latency_ms"]["median"],
+                "fp32_median_ms": base["latency_ms"]["median"],
+            }
+        )
+    return {
+        "cold_wall_s": cold,
+        "cached_wall_s": cached,
+        "comparisons": comparisons,
+        "environment": {"cpu": results["environment"]["cpu"], "packages": results["environment"]["packages"]},
+        "threads": rows[0]["threads"] if rows else None,
+    }
 
 
 def main() -> int:

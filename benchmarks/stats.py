@@ -8,17 +8,35 @@ from typing import Any
 import numpy as np
 
 
-def median_ci95(samples: np.ndarray) -> tuple[float, float]:
-    """95% confidence interval of the median from order statistics (no normality assumed).
+def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
+    """0-based ranks (lo, hi) of the sorted sample that bound the median with at least ``confidence``.
 
-    The ranks n/2 -+ 1.96*sqrt(n)/2 bound the median with ~95% coverage (binomial(n, 1/2) approximation).
+    Exact and distribution-free: the number of samples below the median is Binomial(n, 1/2), so
+    [x_(k), x_(n-k+1)] covers it with probability 1 - 2 * P(B <= k - 1); k is the largest rank that keeps
+    that at or above ``confidence``. None when n is too small for any interval (n < 6 at 95%).
+    """
+    tail = (1 - confidence) / 2
+    log_total = math.lgamma(n + 1) - n * math.log(2)
+    cdf, k = 0.0, 0
+    for i in range(n):
+        cdf += math.exp(log_total - math.lgamma(i + 1) - math.lgamma(n - i + 1))
+        if cdf > tail:
+            break
+        k = i + 1
+    return (k - 1, n - k) if k >= 1 else None
+
+
+def median_ci95(samples: np.ndarray) -> tuple[float, float]:
+    """95% confidence interval of the median from order statistics (exact binomial, no normality assumed).
+
+    It treats runs as independent; consecutive latencies on a busy machine are not quite, so read
+    it as the spread of this run's median, not a promise about the next run.
     """
     x = np.sort(np.asarray(samples, dtype=np.float64))
-    n = len(x)
-    half = 1.959964 * math.sqrt(n) / 2
-    lo = max(0, math.floor(n / 2 - half))
-    hi = min(n - 1, math.ceil(n / 2 + half) - 1)
-    return float(x[lo]), float(x[hi])
+    ranks = median_ci_ranks(len(x))
+    if ranks is None:
+        return float(x[0]), float(x[-1])  # too few runs for 95%: the whole range, which is wider
+    return float(x[ranks[0]]), float(x[ranks[1]])
 
 
 def latency_stats(samples_ms: list[float] | np.ndarray) -> dict[str, Any]:

@@ -115,7 +115,8 @@ class Artifact:
 
 @dataclass
 class StageOutput:
-    """What a stage's build function reports about the files it wrote into its folder."""
+    """What a stage's build function reports about the files it wrote into its folder (all of which
+    belong to the artifact: a stage deletes its scratch files)."""
 
     format: str
     precision: str
@@ -124,7 +125,6 @@ class StageOutput:
     outputs: list[TensorSpec]
     quantization: dict[str, Any] | None = None
     model: dict[str, Any] = field(default_factory=dict)
-    extra_files: list[str] = field(default_factory=list)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -146,11 +146,18 @@ def content_sha256(entries: list[FileEntry]) -> str:
     return sha256_json(sorted((e.path, e.sha256) for e in entries))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write a file so that readers see either the old content or the complete new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -218,6 +225,19 @@ def load_artifact(folder: str | Path) -> Artifact:
     return artifact
 
 
+_OWNER_FILE = ".owner-pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ArtifactStore:
     """Artifacts of one run folder, keyed by (parent hash, stage, config, tool versions)."""
 
@@ -226,12 +246,17 @@ class ArtifactStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._clean_stale_temporaries()
 
-    def _clean_stale_temporaries(self, older_than_s: float = 3600.0) -> None:
-        # A killed run leaves .tmp-* folders behind; they are never read, only removed once old
-        # enough that no concurrent run can still be writing them.
-        now = time.time()
+    def _clean_stale_temporaries(self) -> None:
+        # A killed run leaves .tmp-* folders behind. They are never read; one is removed once the
+        # process that was building it (its owner file holds the pid) no longer exists.
         for tmp in self.root.glob(".tmp-*"):
-            if now - tmp.stat().st_mtime > older_than_s:
+            try:
+                pid = int((tmp / _OWNER_FILE).read_text())
+            except (OSError, ValueError):
+                pid = None
+                if time.time() - tmp.stat().st_mtime < 60:  # just created; its owner file may follow
+                    continue
+            if pid is None or not _alive(pid):
                 shutil.rmtree(tmp, ignore_errors=True)
 
     @staticmethod
@@ -266,9 +291,14 @@ class ArtifactStore:
             return cached, True
 
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.root))
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700
+        owner = tmp / _OWNER_FILE
+        owner.write_text(str(os.getpid()))
         try:
             out = build(tmp)
-            names = [out.primary, *out.extra_files]
+            owner.unlink()
+            # Every file the stage left is part of the artifact (IR .bin, external data, bundles).
+            names = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
             entries = [
                 FileEntry(path=n, size_bytes=(tmp / n).stat().st_size, sha256=sha256_file(tmp / n)) for n in names
             ]
@@ -289,7 +319,7 @@ class ArtifactStore:
                     stage=stage,
                     config=config,
                     parent_sha256=parent.sha256 if parent else None,
-                    parent_path=str(parent.path) if parent else None,
+                    parent_path=parent.path.name if parent else None,
                     cache_key=key,
                 ),
                 tools=tools,

@@ -63,7 +63,7 @@ def train_stage(recipe: Recipe, task: Task, store: ArtifactStore, log: Log, forc
         from edgepipe.models.train import seed_everything, train_classifier
 
         seed_everything(recipe.seed)
-        input_shape = list(task.input.concrete_shape(1))
+        input_shape = list(task.inputs[0].concrete_shape(1))
         model = get_family(recipe.model.family).build(recipe.model.params, input_shape, task.num_classes)
         history = train_classifier(model, task, recipe.train, recipe.seed)
         log(
@@ -83,8 +83,8 @@ def train_stage(recipe: Recipe, task: Task, store: ArtifactStore, log: Log, forc
             format="torch",
             precision="fp32",
             primary="model.safetensors",
-            inputs=[task.input],
-            outputs=[task.output],
+            inputs=task.inputs,
+            outputs=task.outputs,
             model=info,
         )
 
@@ -116,23 +116,22 @@ def train_stage(recipe: Recipe, task: Task, store: ArtifactStore, log: Log, forc
 def export_stages(
     recipe: Recipe, task: Task, torch_artifact: Artifact, store: ArtifactStore, log: Log, force: bool
 ) -> list[Artifact]:
-    from edgepipe.export import FORMAT_MODULES, FORMAT_TOOLS, get_exporter, get_quantizer
-    from edgepipe.models import load_torch_model
+    """Each target's FP32 export of the torch artifact, followed by its quantized variants."""
+    from edgepipe.export import backend
+    from edgepipe.stage import StageContext
 
-    module = None
+    ctx = StageContext(task=task, seed=recipe.seed)
     artifacts: list[Artifact] = []
     for target in recipe.targets:
-        tools = {
-            **package_versions(("edgepipe", *FORMAT_TOOLS[target.format])),
-            "code": code_fingerprint(FORMAT_MODULES[target.format]),
+        entry, module = backend(target.format)
+        code = code_fingerprint(*entry.code)
+        # The export depends on the model's architecture and I/O specs, not only on its weights' hash.
+        config = {
+            **target.model_dump(exclude={"quantize"}),
+            "source_model": {k: v for k, v in torch_artifact.manifest.model.items() if k != "training"},
+            "inputs": [s.model_dump() for s in torch_artifact.manifest.inputs],
+            "outputs": [s.model_dump() for s in torch_artifact.manifest.outputs],
         }
-        config = target.model_dump(exclude={"quantize"})
-
-        def build_export(out: Path, target: Any = target) -> StageOutput:
-            nonlocal module
-            module = module or load_torch_model(torch_artifact.manifest.model, torch_artifact.model_file)
-            return get_exporter(target.format)(module, task.calibration.x[:2], out, target)
-
         fp32 = _stage(
             store,
             log,
@@ -142,29 +141,25 @@ def export_stages(
             stage="export",
             config=config,
             parent=torch_artifact,
-            tools=tools,
-            build=build_export,
+            tools={**package_versions(("edgepipe", *entry.export_tools)), "code": code},
+            build=lambda out, m=module, t=target: m.export(torch_artifact, t, out, ctx),
             seed=recipe.seed,
         )
         artifacts.append(fp32)
         for q in target.quantize:
-
-            def build_quant(out: Path, q: Any = q, fmt: str = target.format, parent: Artifact = fp32) -> StageOutput:
-                return get_quantizer(fmt)(parent, q, task.calibration.x, out)
-
-            qconfig = {**q.model_dump(), "calibration_sha256": task.calibration.sha256()}
+            name = variant_name(target.format, q)
             artifacts.append(
                 _stage(
                     store,
                     log,
-                    f"quantize {target.format} {q.precision}",
+                    f"quantize {name}",
                     force,
-                    name=variant_name(target.format, q),
+                    name=name,
                     stage="quantize",
-                    config=qconfig,
+                    config={**q.model_dump(), "calibration_sha256": task.calibration.sha256()},
                     parent=fp32,
-                    tools=tools,
-                    build=build_quant,
+                    tools={**package_versions(("edgepipe", *entry.quantize_tools)), "code": code},
+                    build=lambda out, m=module, q=q, p=fp32: m.quantize(p, q, out, ctx),
                     seed=recipe.seed,
                 )
             )
@@ -189,15 +184,16 @@ def reference_outputs(torch_artifact: Artifact, task: Task, data_dir: Path, thre
     """The torch model's outputs on the test split, saved once per (model, test split) pair."""
     path = data_dir / f"reference-{torch_artifact.sha256[:12]}-{task.test.sha256()[:12]}.npy"
     try:
-        if np.load(path, allow_pickle=False).shape == (len(task.test), *task.output.concrete_shape()[1:]):
+        if np.load(path, allow_pickle=False).shape == (len(task.test), *task.outputs[0].concrete_shape()[1:]):
             return path
     except (OSError, ValueError):
         pass
+    from edgepipe.benchmarks.harness import EvalData
     from edgepipe.runtimes import get_runtime
 
-    session = get_runtime("torch").load(torch_artifact.model_file, threads=threads)
-    name = session.inputs[0].name
-    outputs = [session.run({name: task.test.x[i : i + 256]})[0] for i in range(0, len(task.test), 256)]
+    data = EvalData(task.feeds(task.test))
+    with get_runtime("torch").load(torch_artifact.model_file, threads=threads) as session:
+        outputs = [session.run(data.feeds_for(session, i, i + 256))[0] for i in range(0, len(data), 256)]
     return _save_npy(path, np.concatenate(outputs))
 
 
@@ -230,33 +226,39 @@ def _jobs(recipe: Recipe, artifacts: list[Artifact], eval_spec: dict[str, Any]) 
                             "path": str(art.path),
                             "size_bytes": m.size_bytes,
                             "sha256": m.sha256,
+                            "parent_sha256": m.lineage.parent_sha256,
                         },
                     }
                 )
     return jobs
 
 
-def check_gates(rows: list[dict[str, Any]], gates: GatesConfig) -> list[str]:
-    """Failures of the parity and accuracy gates; each row also gets ``gates: {passed, failures}``."""
+def check_gates(rows: list[dict[str, Any]], gates: GatesConfig, reference_metrics: dict[str, float]) -> list[str]:
+    """Failures of the parity and accuracy gates; each checked row gets ``gates: {passed, failures}``.
+
+    ``reference_metrics`` are the torch model's own, computed from its saved outputs, so the accuracy
+    gate holds whether or not the torch model was benchmarked. Every comparison is written so that
+    NaN fails it. A row whose benchmark failed (not one whose runtime is unavailable) fails too.
+    """
     failures: list[str] = []
-    reference = next((r for r in rows if r["runtime"] == "torch" and r.get("status") == "ok"), None)
     for row in rows:
         par, a = row.get("parity"), row.get("artifact") or {}
-        if row.get("status") != "ok" or par is None or row is reference:
-            continue
         mine: list[str] = []
-        if a.get("precision") == "fp32":
-            if par["top1_agreement"] < gates.fp32_min_top1_agreement:
-                mine.append(f"top-1 agreement {par['top1_agreement']:.4f} < {gates.fp32_min_top1_agreement}")
-            if par["max_abs_diff"] > gates.fp32_max_abs_diff:
-                mine.append(f"max abs diff {par['max_abs_diff']:.2e} > {gates.fp32_max_abs_diff:.0e}")
+        if row.get("status") == "failed":
+            mine.append(f"benchmark failed: {row.get('error')}")
+        elif row.get("status") != "ok" or par is None or a.get("format") == "torch":
+            continue
+        elif a.get("precision") == "fp32":
+            if not par["top1_agreement"] >= gates.fp32_min_top1_agreement:
+                mine.append(f"top-1 agreement {par['top1_agreement']:.4f} < {gates.fp32_min_top1_agreement:g}")
+            if not par["max_abs_diff"] <= gates.fp32_max_abs_diff:
+                mine.append(f"max abs diff {par['max_abs_diff']:.3g} > {gates.fp32_max_abs_diff:g}")
         else:
-            if par["top1_agreement"] < gates.quantized_min_top1_agreement:
-                mine.append(f"top-1 agreement {par['top1_agreement']:.4f} < {gates.quantized_min_top1_agreement}")
-            ref_acc = (reference or {}).get("metrics", {}).get("accuracy")
-            acc = row.get("metrics", {}).get("accuracy")
-            if ref_acc is not None and acc is not None and ref_acc - acc > gates.quantized_max_accuracy_drop:
-                mine.append(f"accuracy drop {ref_acc - acc:.4f} > {gates.quantized_max_accuracy_drop}")
+            if not par["top1_agreement"] >= gates.quantized_min_top1_agreement:
+                mine.append(f"top-1 agreement {par['top1_agreement']:.4f} < {gates.quantized_min_top1_agreement:g}")
+            ref_acc, acc = reference_metrics.get("accuracy"), row.get("metrics", {}).get("accuracy")
+            if ref_acc is not None and acc is not None and not ref_acc - acc <= gates.quantized_max_accuracy_drop:
+                mine.append(f"accuracy drop {ref_acc - acc:.4f} > {gates.quantized_max_accuracy_drop:g}")
         row["gates"] = {"passed": not mine, "failures": mine}
         failures += [f"{a.get('format')}/{a.get('precision')}@{row['runtime']}: {f}" for f in mine]
     return failures
@@ -295,10 +297,13 @@ def run_recipe(
     exported = export_stages(recipe, task, torch_artifact, store, log, force)
 
     data_dir = out / "data"
+    reference_path = reference_outputs(torch_artifact, task, data_dir, recipe.benchmark.threads)
     eval_spec = {
-        "x": str(_save_npy(data_dir / "test_x.npy", task.test.x)),
-        "y": str(_save_npy(data_dir / "test_y.npy", task.test.y)),
-        "reference": str(reference_outputs(torch_artifact, task, data_dir, recipe.benchmark.threads)),
+        "inputs": {
+            name: str(_save_npy(data_dir / f"test-{name}.npy", array)) for name, array in task.feeds(task.test).items()
+        },
+        "labels": str(_save_npy(data_dir / "test-labels.npy", task.test.y)),
+        "reference": str(reference_path),
         "metric": task.metric,
     }
     artifacts = ([torch_artifact] if recipe.benchmark.reference else []) + exported
@@ -317,7 +322,8 @@ def run_recipe(
         rows.append(row)
 
     notes = add_comparisons(rows)
-    gate_failures = check_gates(rows, recipe.gates)
+    reference_metrics = task.evaluate(np.load(reference_path, allow_pickle=False), task.test.y)
+    gate_failures = check_gates(rows, recipe.gates, reference_metrics)
     notes += [f"GATE FAILED: {f}" for f in gate_failures]
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION,

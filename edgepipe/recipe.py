@@ -32,7 +32,7 @@ class TaskConfig(Section):
     name: Literal["digits"] = "digits"
     image_size: int = Field(32, ge=8, le=128)
     test_size: int = Field(360, ge=10)
-    calibration_size: int = Field(300, ge=1)
+    calibration_size: int = Field(300, ge=10, description="at least one sample per class (stratified)")
 
     @model_validator(mode="after")
     def _leaves_training_data(self) -> TaskConfig:
@@ -81,26 +81,19 @@ class TargetConfig(Section):
     @field_validator("format")
     @classmethod
     def _known_format(cls, v: str) -> str:
-        exportable = ("onnx", "openvino")
+        from edgepipe.export import BACKENDS
+
         if v not in FORMATS:
             raise ValueError(f"unknown format '{v}' (known: {', '.join(FORMATS)})")
-        if v not in exportable:
-            raise ValueError(f"format '{v}' has no exporter yet (exportable: {', '.join(exportable)})")
+        if v not in BACKENDS:
+            raise ValueError(f"format '{v}' has no exporter yet (exportable: {', '.join(BACKENDS)})")
         return v
 
     @model_validator(mode="after")
-    def _quantizer_supports(self) -> TargetConfig:
-        # NNCF quantizes OpenVINO models statically, weights per channel, and picks activation types itself.
-        for i, q in enumerate(self.quantize):
-            if self.format == "openvino":
-                if q.method != "static":
-                    raise ValueError(f"quantize.{i}.method: NNCF quantizes OpenVINO models statically only")
-                if not q.per_channel:
-                    raise ValueError(f"quantize.{i}.per_channel: NNCF always quantizes OpenVINO weights per channel")
-                if q.activation_type is not None:
-                    raise ValueError(f"quantize.{i}.activation_type: NNCF chooses it for OpenVINO; leave it unset")
-            if self.format == "onnx" and q.method == "dynamic" and q.activation_type == "int8":
-                raise ValueError(f"quantize.{i}.activation_type: onnxruntime dynamic quantization uses uint8")
+    def _tools_support(self) -> TargetConfig:
+        from edgepipe.export import backend
+
+        backend(self.format)[1].validate(self)  # the format's own rules, e.g. what NNCF can do
         return self
 
 
@@ -152,6 +145,14 @@ class Recipe(Section):
     benchmark: BenchmarkConfig = BenchmarkConfig()
     gates: GatesConfig = GatesConfig()
     output_dir: str | None = Field(None, description="default: runs/<name>, relative to the working directory")
+
+    @field_validator("targets")
+    @classmethod
+    def _one_target_per_format(cls, v: list[TargetConfig]) -> list[TargetConfig]:
+        formats = [t.format for t in v]
+        if dup := next((f for f in formats if formats.count(f) > 1), None):
+            raise ValueError(f"format '{dup}' appears twice: list its quantize variants under one target")
+        return v
 
 
 def format_validation_error(source: str, err: ValidationError, prefix: tuple[str, ...] = ()) -> str:

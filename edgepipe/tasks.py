@@ -39,13 +39,17 @@ class Task:
     train: Split
     calibration: Split
     test: Split
-    input: TensorSpec
-    output: TensorSpec
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
     preprocessing: dict[str, Any]
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    def feeds(self, split: Split) -> dict[str, np.ndarray]:
+        """A split's model inputs by name (one image tensor here; token ids + mask for text tasks)."""
+        return {self.inputs[0].name: split.x}
 
     def evaluate(self, outputs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Task metric from model outputs (logits) and true labels."""
@@ -95,8 +99,8 @@ def digits_task(config: TaskConfig, seed: int) -> Task:
         train=Split(x_train, y_train),
         calibration=Split(x_cal, y_cal),
         test=Split(x_test, y_test),
-        input=TensorSpec(name="input", shape=["batch", 1, size, size], dtype="float32"),
-        output=TensorSpec(name="logits", shape=["batch", 10], dtype="float32"),
+        inputs=[TensorSpec(name="input", shape=["batch", 1, size, size], dtype="float32")],
+        outputs=[TensorSpec(name="logits", shape=["batch", 10], dtype="float32")],
         preprocessing={
             "source": "sklearn.datasets.load_digits",
             "layout": "NCHW",

@@ -1,54 +1,53 @@
-"""Exporters (torch -> format) and post-training quantizers (format -> quantized format).
+"""Exporters (torch -> format) and post-training quantizers (format -> quantized format), one module per
+format, listed in ``BACKENDS``.
 
 Quantization belongs to each format's own tool: onnxruntime's quantizer for ONNX, NNCF for OpenVINO
-(planned: the LiteRT quantizer for TFLite, llama.cpp's quantizer for GGUF). Each format module
-registers its two verbs here.
+(next: the LiteRT quantizer for TFLite, llama.cpp's quantizer for GGUF). A format module defines:
+
+- ``export(parent, config, out_dir, ctx) -> StageOutput``: from a torch artifact;
+- ``quantize(parent, config, out_dir, ctx) -> StageOutput``: from the format's FP32 artifact;
+- ``validate(target)``: raise ValueError for options the format's tools cannot honour (runs when the
+  recipe is loaded, so mistakes surface before any training).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
+from dataclasses import dataclass
+from typing import Any
 
 from edgepipe.errors import InputError
 
-if TYPE_CHECKING:
-    import torch
 
-    from edgepipe.artifact import Artifact, StageOutput
-    from edgepipe.recipe import QuantizeConfig, TargetConfig
+@dataclass(frozen=True)
+class FormatBackend:
+    module: str
+    # Distributions whose versions key each verb's cache: a new exporter version re-exports.
+    export_tools: tuple[str, ...]
+    quantize_tools: tuple[str, ...]
+    # Modules whose source keys the cache too (edits re-run the stage even without a version bump).
+    code: tuple[str, ...]
 
-ExportFn = Callable[["torch.nn.Module", np.ndarray, Path, "TargetConfig"], "StageOutput"]
-QuantizeFn = Callable[["Artifact", "QuantizeConfig", np.ndarray, Path], "StageOutput"]
 
-# format -> module defining export(module, example, out_dir, config) and quantize(parent, config, calib, out_dir)
-FORMAT_MODULES: dict[str, str] = {
-    "onnx": "edgepipe.export.onnx",
-    "openvino": "edgepipe.export.openvino",
+BACKENDS: dict[str, FormatBackend] = {
+    "onnx": FormatBackend(
+        module="edgepipe.export.onnx",
+        export_tools=("torch", "onnx", "onnxscript"),
+        quantize_tools=("onnx", "onnxruntime"),
+        code=("edgepipe.export.onnx",),
+    ),
+    "openvino": FormatBackend(
+        module="edgepipe.export.openvino",
+        export_tools=("torch", "openvino"),
+        quantize_tools=("openvino", "nncf"),
+        code=("edgepipe.export.openvino", "edgepipe.runtimes.openvino_runtime"),
+    ),
 }
 
-# Packages whose versions key each format's cache (a new exporter version re-runs the stage).
-FORMAT_TOOLS: dict[str, tuple[str, ...]] = {
-    "onnx": ("torch", "onnx", "onnxscript", "onnxruntime"),
-    "openvino": ("torch", "openvino", "nncf"),
-}
 
-
-def _module(format: str) -> Any:
-    if format not in FORMAT_MODULES:
-        raise InputError(f"no exporter for format '{format}' (exportable: {', '.join(FORMAT_MODULES)})")
-    return importlib.import_module(FORMAT_MODULES[format])
-
-
-def get_exporter(format: str) -> ExportFn:
-    fn: ExportFn = _module(format).export
-    return fn
-
-
-def get_quantizer(format: str) -> QuantizeFn:
-    fn: QuantizeFn = _module(format).quantize
-    return fn
+def backend(format: str) -> tuple[FormatBackend, Any]:
+    """The backend entry and its imported module (format modules import their libraries lazily)."""
+    if format not in BACKENDS:
+        raise InputError(f"no exporter for format '{format}' (exportable: {', '.join(BACKENDS)})")
+    entry = BACKENDS[format]
+    return entry, importlib.import_module(entry.module)

@@ -11,6 +11,7 @@ import numpy as np
 
 from edgepipe.artifact import Artifact, StageOutput, TensorSpec
 from edgepipe.recipe import QuantizeConfig, TargetConfig
+from edgepipe.stage import StageContext
 
 MODEL_FILE = "model.onnx"
 _ONNX_DTYPES = {
@@ -51,40 +52,54 @@ def _strip_debug_metadata(model: Any) -> None:
         value.ClearField("metadata_props")
 
 
-def export(module: Any, example: np.ndarray, out_dir: Path, config: TargetConfig) -> StageOutput:
-    """torch -> ONNX FP32 with a dynamic batch dimension, checked with onnx's full checker."""
+def _dynamic_dims(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
+    """{tensor name: {axis: symbolic name}} for the dims a spec leaves symbolic (e.g. 'batch')."""
+    return {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in specs}
+
+
+def export(parent: Artifact, config: TargetConfig, out_dir: Path, ctx: StageContext) -> StageOutput:
+    """torch -> ONNX FP32, names and dynamic dimensions taken from the parent's input/output specs,
+    checked with onnx's full checker."""
     import onnx
     import torch
 
     # The exporter logs a warning per missing torchvision op on every export: not the user's concern.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    path = out_dir / MODEL_FILE
+    module = ctx.torch_module(parent)
+    ins, outs = parent.manifest.inputs, parent.manifest.outputs
     # Batch 2: a dynamic dimension traced at size 1 gets specialised away. Contiguous: see FINDINGS.
-    x = torch.from_numpy(np.ascontiguousarray(np.repeat(example[:1], 2, axis=0))).clone()
+    example = ctx.example_inputs(2)
+    args = tuple(torch.from_numpy(example[s.name]).clone() for s in ins)
+    input_names, output_names = [s.name for s in ins], [s.name for s in outs]
+    path = out_dir / MODEL_FILE
     if config.exporter == "dynamo":
-        batch = torch.export.Dim("batch", min=1, max=4096)
+        dims: dict[str, Any] = {}  # one Dim per symbolic name, shared by every tensor that uses it
+        dynamic_shapes = {
+            name: {axis: dims.setdefault(sym, torch.export.Dim(sym, min=1, max=1 << 16)) for axis, sym in axes.items()}
+            for name, axes in _dynamic_dims(ins).items()
+        }
         torch.onnx.export(
             module,
-            (x,),
+            args,
             str(path),
             dynamo=True,
             external_data=False,
             opset_version=config.opset,
-            dynamic_shapes={"input": {0: batch}},
+            dynamic_shapes=dynamic_shapes,
             verbose=False,
-            input_names=["input"],
-            output_names=["logits"],
+            input_names=input_names,
+            output_names=output_names,
         )
     else:
         torch.onnx.export(
             module,
-            (x,),
+            args,
             str(path),
             dynamo=False,
             opset_version=config.opset or 17,
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            input_names=["input"],
-            output_names=["logits"],
+            dynamic_axes=_dynamic_dims([*ins, *outs]),
+            input_names=input_names,
+            output_names=output_names,
         )
     model = onnx.load(str(path))
     _strip_debug_metadata(model)
@@ -103,12 +118,10 @@ def export(module: Any, example: np.ndarray, out_dir: Path, config: TargetConfig
 
 
 class _CalibrationReader:
-    """onnxruntime's CalibrationDataReader protocol over a numpy array, in small batches."""
+    """onnxruntime's CalibrationDataReader protocol over a list of feed dicts."""
 
-    def __init__(self, input_name: str, data: np.ndarray, batch_size: int = 16):
-        self._batches: Iterator[dict[str, np.ndarray]] = iter(
-            {input_name: np.ascontiguousarray(data[i : i + batch_size])} for i in range(0, len(data), batch_size)
-        )
+    def __init__(self, batches: list[dict[str, np.ndarray]]):
+        self._batches: Iterator[dict[str, np.ndarray]] = iter(batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._batches, None)
@@ -136,7 +149,13 @@ def _qdq_parameters(path: Path) -> dict[str, Any]:
     return {"activations": activations, "op_counts": dict(sorted(ops.items()))}
 
 
-def quantize(parent: Artifact, config: QuantizeConfig, calibration: np.ndarray, out_dir: Path) -> StageOutput:
+def validate(target: TargetConfig) -> None:
+    for i, q in enumerate(target.quantize):
+        if q.method == "dynamic" and q.activation_type == "int8":
+            raise ValueError(f"quantize.{i}.activation_type: onnxruntime dynamic quantization uses uint8")
+
+
+def quantize(parent: Artifact, config: QuantizeConfig, out_dir: Path, ctx: StageContext) -> StageOutput:
     """ONNX FP32 -> INT8 with onnxruntime.quantization (static QDQ, or dynamic)."""
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -152,13 +171,14 @@ def quantize(parent: Artifact, config: QuantizeConfig, calibration: np.ndarray, 
     prepared = out_dir / "prepared.onnx"
     quant_pre_process(str(parent.model_file), str(prepared))
     path = out_dir / MODEL_FILE
-    samples = calibration[: config.calibration_samples] if config.calibration_samples else calibration
+    samples = 0
     if config.method == "static":
-        input_name = parent.manifest.inputs[0].name
+        batches = ctx.calibration_batches(batch_size=16, limit=config.calibration_samples)
+        samples = sum(len(next(iter(b.values()))) for b in batches)
         quantize_static(
             str(prepared),
             str(path),
-            _CalibrationReader(input_name, samples),
+            _CalibrationReader(batches),
             quant_format=QuantFormat.QDQ,
             per_channel=config.per_channel,
             activation_type=qtype[activation_type],
@@ -180,14 +200,14 @@ def quantize(parent: Artifact, config: QuantizeConfig, calibration: np.ndarray, 
         outputs=outputs,
         quantization={
             "tool": "onnxruntime.quantization",
-            **config.model_dump(),
+            "requested": config.model_dump(),
+            "precision": config.precision,
+            "method": config.method,
+            "per_channel": config.per_channel,
             "activation_type": activation_type,
+            "weight_type": config.weight_type,
             "format": "QDQ" if config.method == "static" else "dynamic",
-            "calibration": {
-                "split": "calibration",
-                "samples": len(samples) if config.method == "static" else 0,
-                "method": "MinMax",
-            },
+            "calibration": {"split": "calibration", "samples": samples, "method": "MinMax"},
             **params,
         },
     )

@@ -32,6 +32,12 @@ class Session(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release native resources early (optional)."""
 
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
         """Raise InputError for a missing input or a shape/dtype that cannot match the spec."""
         for spec in self.inputs:

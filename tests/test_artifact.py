@@ -25,7 +25,6 @@ def _builder(calls: list[int], payload: bytes = b"weights"):
             primary="model.bin",
             inputs=SPEC,
             outputs=SPEC,
-            extra_files=["side.txt"],
         )
 
     return build
@@ -144,3 +143,25 @@ def test_tampered_artifact_folder_is_refused_before_any_runtime_sees_it(tmp_path
         benchmark_model(art.path, "onnxruntime")
     with pytest.raises(InputError, match="no such file"):
         benchmark_model(tmp_path / "missing.onnx", "onnxruntime")
+
+
+def test_a_temporary_of_a_live_process_is_left_alone(tmp_path):
+    live = tmp_path / ".tmp-a-live"
+    live.mkdir()
+    (live / ".owner-pid").write_text(str(os.getpid()))
+    dead = tmp_path / ".tmp-a-dead"
+    dead.mkdir()
+    (dead / ".owner-pid").write_text("999999999")
+    ArtifactStore(tmp_path)
+    assert live.exists() and not dead.exists()
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        art, _ = _build(ArtifactStore(tmp_path), [])
+    finally:
+        os.umask(old)
+    assert art.path.stat().st_mode & 0o777 == 0o755
+    assert (art.path / "manifest.json").stat().st_mode & 0o777 == 0o644
+    assert not (art.path / ".owner-pid").exists()

@@ -22,7 +22,7 @@ def reference(torch_module, tiny_task):
 
 def _run(artifact, runtime, task, reference):
     session = get_runtime(runtime).load(artifact.model_file, threads=1)
-    return evaluate(session, EvalData(x=task.test.x, y=task.test.y, reference=reference))
+    return evaluate(session, EvalData(task.feeds(task.test), labels=task.test.y, reference=reference))
 
 
 @pytest.mark.parametrize(("fmt", "runtime"), CASES)
@@ -72,9 +72,11 @@ def test_manifests_record_lineage_specs_and_tools(exported, torch_artifact):
     assert onnx_fp32.manifest.inputs[0].name == "input"
     assert onnx_fp32.manifest.inputs[0].shape[1:] == [1, 16, 16]
     assert isinstance(onnx_fp32.manifest.inputs[0].shape[0], str)  # dynamic batch
-    assert {"onnx", "onnxruntime", "torch", "edgepipe"} <= set(onnx_int8.manifest.tools)
+    assert {"onnx", "onnxscript", "torch", "edgepipe", "code"} <= set(onnx_fp32.manifest.tools)
+    assert {"onnx", "onnxruntime", "edgepipe", "code"} <= set(onnx_int8.manifest.tools)
+    assert "torch" not in onnx_int8.manifest.tools  # a torch upgrade does not re-quantize
     assert onnx_fp32.manifest.task["name"] == "digits"
-    assert exported[("openvino", "fp32")].manifest.files[1].path == "model.bin"
+    assert [f.path for f in exported[("openvino", "fp32")].manifest.files] == ["model.bin", "model.xml"]
 
 
 def test_torch_artifact_rebuilds_from_safetensors(torch_artifact, torch_module, tiny_task):

@@ -100,7 +100,7 @@ def test_rerun_skips_finished_stages_and_force_rebuilds(run_dir, capsys):
     assert main(["run", str(recipe), "--out", out]) == 0
     stages = [line for line in capsys.readouterr().out.splitlines() if "cached" in line or "done in" in line]
     rebuilt = [line for line in stages if "done in" in line and line.startswith("[")]
-    assert [line.split("]")[0] for line in rebuilt] == ["[quantize onnx int8"]
+    assert [line.split("]")[0] for line in rebuilt] == ["[quantize onnx-int8-static"]
 
 
 def test_failed_gate_writes_results_and_exits_4(run_dir, tmp_path, capsys):
