@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgepipe.benchmarks.report import fp32_baseline
+
 
 def _run(recipe: str, out: Path) -> float:
     t0 = time.perf_counter()
@@ -45,24 +47,18 @@ def measure(recipe: str) -> dict[str, Any]:
     rows = [r for r in results["results"] if r.get("status") == "ok"]
     comparisons = []
     for row in rows:
-        vs = row.get("vs_fp32")
-        if not vs:
+        if not (vs := row.get("vs_fp32")):
             continue
-        base = next(
-            r
-            for r in rows
-            if r["runtime"] == row["runtime"]
-            and r["artifact"]["precision"] == "fp32"
-            and r["artifact"]["format"] == row["artifact"]["format"]
-        )
+        base = fp32_baseline(row, rows)
+        assert base is not None  # vs_fp32 exists only where the baseline does
         comparisons.append(
             {
                 "format": row["artifact"]["format"],
                 "runtime": row["runtime"],
                 "precision": row["artifact"]["precision"],
                 "accuracy_drop_points": -100 * vs["accuracy_delta"] + 0.0,  # + 0.0 turns -0.0 into 0.0
-                "size_ratio": row["artifact"]["size_bytes"] / base["artifact"]["size_bytes"],
-                "latency_ratio_int8_over_fp32": row["latency_ms"]["median"] / base["latency_ms"]["median"],
+                "size_ratio": vs["size_ratio"],
+                "latency_ratio_int8_over_fp32": 1 / vs["ratio"],
                 "speedup": vs["ratio"],
                 "speedup_significant": vs["significant"],
                 "median_ms": row["latency_ms"]["median"],

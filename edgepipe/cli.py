@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
+import traceback
 import warnings
 from typing import Any, NoReturn
 
-from edgepipe.errors import EdgepipeError, GateError, InputError, UnavailableError, first_line
+from edgepipe.errors import EdgepipeError, GateError, InputError, first_line
 from edgepipe.recipe import MAX_THREADS
 
 
@@ -59,8 +62,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgepipe.runtimes import default_runtime, runtime_class
 
     path = resolve_model_path(args.model)
+    fmt = detect_format(path)  # its errors name the file already
     try:
-        runtime = args.runtime or default_runtime(detect_format(path))
+        runtime = args.runtime or default_runtime(fmt)
         runtime_class(runtime)
     except InputError as e:
         raise InputError(f"{path}: {e}" if args.runtime is None else f"--runtime: {e}") from None
@@ -155,20 +159,30 @@ def _quiet_third_party() -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C: a running benchmark worker is killed, temporaries are removed.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_third_party()
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+    debug = bool(os.environ.get("EDGEPIPE_DEBUG"))
     try:
         code: int = args.func(args)
         return code
     except EdgepipeError as e:
+        if debug and e.__cause__ is not None:
+            traceback.print_exception(e.__cause__)
         print(f"edgepipe: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("edgepipe: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        if os.environ.get("EDGEPIPE_DEBUG"):
+        if debug:
             raise
         print(
             f"edgepipe: internal error: {type(e).__name__}: {first_line(e)} (EDGEPIPE_DEBUG=1 shows the traceback)",
@@ -176,8 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
 
-
-__all__ = ["InputError", "UnavailableError", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -82,40 +82,35 @@ def code_fingerprint(*modules: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
+def _cpuinfo_blocks() -> list[dict[str, str]]:
+    """/proc/cpuinfo as one dict per logical CPU (empty where there is no such file)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return info
-    for line in text.splitlines():
-        if ":" in line:
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    return info
+        return []
+    blocks = []
+    for chunk in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in chunk.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields.setdefault(key.strip(), value.strip())
+        if fields:
+            blocks.append(fields)
+    return blocks
 
 
 @cache
 def cpu_description() -> dict[str, Any]:
-    info = _cpuinfo()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
-    model = info.get("model name") or info.get("Hardware") or platform.processor() or platform.machine()
-    physical = None
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        cores = {
-            (b.split("physical id")[1].split("\n")[0], b.split("core id")[1].split("\n")[0])
-            for b in text.split("\n\n")
-            if "physical id" in b and "core id" in b
-        }
-        physical = len(cores) or None
-    except (OSError, IndexError):
-        pass
+    blocks = _cpuinfo_blocks()
+    first = blocks[0] if blocks else {}
+    flags = set((first.get("flags") or first.get("Features") or "").split())
+    cores = {(b["physical id"], b["core id"]) for b in blocks if "physical id" in b and "core id" in b}
     return {
-        "model": model,
+        "model": first.get("model name") or first.get("Hardware") or platform.processor() or platform.machine(),
         "arch": platform.machine(),
         "logical_cores": os.cpu_count(),
-        "physical_cores": physical,
+        "physical_cores": len(cores) or None,
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "flags": sorted(f for f in _RELEVANT_FLAGS if f in flags),
     }

@@ -29,9 +29,6 @@ FORMATS: dict[str, FormatInfo] = {
     )
 }
 
-# Precision names used in manifests and results. Quantized GGUF types keep llama.cpp's names.
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "q8_0", "q4_0", "q4_k_m")
-
 
 def detect_format(path: str | Path) -> str:
     """Name of the format of a model file, from its suffix."""

@@ -5,10 +5,11 @@ ImportError at start-up. The table below is the one place that lists them.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from edgepipe.errors import InputError
 from edgepipe.formats import FORMATS
-from edgepipe.runtimes.base import Generation, LanguageModelSession, Runtime, Session
+from edgepipe.runtimes.base import Generation, LanguageModelSession, LoadedModel, Runtime, Session
 
 # name -> "module:class". Planned: "litert" (tflite), "llama.cpp" (gguf), "tflite-micro".
 RUNTIMES: dict[str, str] = {
@@ -18,16 +19,16 @@ RUNTIMES: dict[str, str] = {
 }
 
 
-def runtime_class(name: str) -> type[Runtime]:
+def runtime_class(name: str) -> type[Runtime[Any]]:
     """The class registered for a runtime name (importing it never imports the backend itself)."""
     if name not in RUNTIMES:
         raise InputError(f"unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")
     module, _, cls = RUNTIMES[name].partition(":")
-    found: type[Runtime] = getattr(importlib.import_module(module), cls)
+    found: type[Runtime[Any]] = getattr(importlib.import_module(module), cls)
     return found
 
 
-def get_runtime(name: str) -> Runtime:
+def get_runtime(name: str) -> Runtime[Any]:
     """The runtime object for a name (it may still be unavailable: see ``unavailable_reason``)."""
     return runtime_class(name)()
 
@@ -43,6 +44,7 @@ __all__ = [
     "RUNTIMES",
     "Generation",
     "LanguageModelSession",
+    "LoadedModel",
     "Runtime",
     "Session",
     "default_runtime",

@@ -8,7 +8,7 @@ import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
@@ -16,27 +16,34 @@ from edgepipe.artifact import TensorSpec
 from edgepipe.environment import package_version
 from edgepipe.errors import InputError, UnavailableError, first_line
 
+_M = TypeVar("_M", bound="LoadedModel")
 
-class Session(ABC):
-    """A loaded model, ready to run on one device with a fixed thread count."""
 
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+class LoadedModel(ABC):
+    """What every runtime's load returns: a model on one device with a fixed thread count."""
+
     # What the runtime actually did, for the results row (e.g. the execution provider in use).
     info: dict[str, Any]
-
-    @abstractmethod
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run once; ``feeds`` maps input names to arrays; returns outputs in ``self.outputs`` order."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release native resources early (optional)."""
 
-    def __enter__(self) -> Session:
+    def __enter__(self: _M) -> _M:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Session(LoadedModel):
+    """A tensor model: named numpy inputs to numpy outputs."""
+
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run once; ``feeds`` maps input names to arrays; returns outputs in ``self.outputs`` order."""
 
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
         """Raise InputError for a missing input or a shape/dtype that cannot match the spec."""
@@ -68,21 +75,32 @@ class Generation:
         return len(self.tokens) / (self.generate_ms / 1000) if self.generate_ms > 0 else float("nan")
 
 
-class LanguageModelSession(Session):
-    """Sessions of causal language models (llama.cpp, torch, onnxruntime with a KV cache)."""
+class LanguageModelSession(LoadedModel):
+    """A causal language model (llama.cpp, torch, onnxruntime with a KV cache): tokens in, logits or
+    generated tokens out. The benchmark harness measures these with perplexity, KLD and tokens/s
+    instead of ``run``; its tokenizer comes with the artifact (the runtime reads it beside the file)."""
 
     vocab_size: int
+    context_length: int
 
     @abstractmethod
-    def logits(self, tokens: list[int]) -> np.ndarray:
-        """Logits for every position of ``tokens``: shape (len(tokens), vocab_size), float32."""
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` with the model's own tokenizer."""
+
+    @abstractmethod
+    def logits(self, tokens: list[int], top_k: int | None = None) -> np.ndarray:
+        """Logits for every position of ``tokens`` (at most ``context_length``): (len, vocab_size) float32,
+        or with ``top_k`` only the k largest per position, as (len, k) values (KLD on large vocabularies)."""
 
     @abstractmethod
     def generate(self, prompt: list[int], max_new_tokens: int, greedy: bool = True) -> Generation:
         """Generate after ``prompt``; timings separate prompt processing from token generation."""
 
 
-class Runtime(ABC):
+S = TypeVar("S", bound=LoadedModel)
+
+
+class Runtime(ABC, Generic[S]):
     """A backend. Subclasses name the module they need; a missing one makes the runtime unavailable."""
 
     name: ClassVar[str]
@@ -125,12 +143,12 @@ class Runtime(ABC):
 
     def load(
         self, path: Path, *, device: str = "cpu", threads: int | None = None, options: dict[str, Any] | None = None
-    ) -> Session:
+    ) -> S:
         """Load a model file. Bad files raise InputError naming the file; absent devices UnavailableError."""
         self.require()
         self.check_device(device)
         return self._open(Path(path), device, threads, dict(options or {}))
 
     @abstractmethod
-    def _open(self, path: Path, device: str, threads: int | None, options: dict[str, Any]) -> Session:
+    def _open(self, path: Path, device: str, threads: int | None, options: dict[str, Any]) -> S:
         """Load ``path`` on an available ``device``: what each runtime implements."""

@@ -41,7 +41,7 @@ class OrtSession(Session):
         return list(self._session.run(self._names, feeds))
 
 
-class OnnxRuntime(Runtime):
+class OnnxRuntime(Runtime[Session]):
     name = "onnxruntime"
     formats = ("onnx",)
     module = "onnxruntime"
@@ -57,7 +57,7 @@ class OnnxRuntime(Runtime):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # errors reach the user as one line of ours, not ORT log lines
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.intra_op_num_threads = threads or 0
         so.inter_op_num_threads = 1

@@ -45,12 +45,12 @@ class OpenVINOSession(Session):
         self.info = info
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        # Inputs by index: names differ by source ('x' from torch, 'input' from ONNX).
+        # Positional: the feeds are keyed by this session's own input names, in order.
         self._request.infer([feeds[s.name] for s in self.inputs])
         return [self._request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
 
 
-class OpenVINORuntime(Runtime):
+class OpenVINORuntime(Runtime[Session]):
     name = "openvino"
     formats = ("openvino", "onnx")
     module = "openvino"

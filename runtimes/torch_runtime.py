@@ -32,7 +32,7 @@ class TorchSession(Session):
         return [o.detach().cpu().numpy() for o in outs]
 
 
-class TorchRuntime(Runtime):
+class TorchRuntime(Runtime[Session]):
     name = "torch"
     formats = ("torch",)
     module = "torch"

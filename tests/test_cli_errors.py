@@ -458,3 +458,21 @@ def test_console_bench_corrupt_openvino_xml(tmp_path):
     xml.with_suffix(".bin").write_bytes(b"\0" * 64)
     proc = run_console("bench", str(xml), cwd=tmp_path)
     _assert_console_one_line(proc, 2, str(xml))
+
+
+def test_bench_model_that_fails_on_generated_inputs(cli, tmp_path):
+    """Dynamic H/W become 1 in random inputs; a 3x3 convolution without padding cannot run on 1x1."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    weight = numpy_helper.from_array(np.ones((1, 1, 3, 3), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, "h", "w_dim"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [weight],
+    )
+    path = tmp_path / "conv.onnx"
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    line = assert_one_line_error(cli(["bench", str(path), "--runs", "5"]), 2, str(path), "random from input spec")
+    assert "[1, 1, 1, 1]" in line

@@ -1,0 +1,76 @@
+"""Quality gates and comparisons on synthetic result rows (no models needed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edgepipe.benchmarks.report import add_comparisons, to_json
+from edgepipe.benchmarks.stats import latency_stats
+from edgepipe.pipeline import check_gates
+from edgepipe.recipe import GatesConfig
+
+
+def row(fmt, precision, sha, parent=None, median=1.0, acc=0.98, agree=1.0, diff=1e-6, status="ok"):
+    lat = latency_stats(np.full(50, median) + np.linspace(0, median * 0.01, 50))
+    return {
+        "runtime": "onnxruntime", "device": "cpu", "threads": 2, "batch_size": 1, "status": status,
+        "error": None if status == "ok" else "boom",
+        "artifact": {"format": fmt, "precision": precision, "sha256": sha, "parent_sha256": parent,
+                     "size_bytes": 1000 if precision == "fp32" else 260},
+        "latency_ms": lat, "metrics": {"accuracy": acc},
+        "parity": {"top1_agreement": agree, "max_abs_diff": diff},
+    }  # fmt: skip
+
+
+def test_passing_rows_pass():
+    rows = [row("onnx", "fp32", "a"), row("onnx", "int8", "b", parent="a", acc=0.975, agree=0.99, diff=0.3)]
+    assert check_gates(rows, GatesConfig(), {"accuracy": 0.98}) == []
+    assert all(r["gates"]["passed"] for r in rows)
+
+
+def test_nan_outputs_fail_every_threshold():
+    rows = [row("onnx", "fp32", "a", diff=math.nan, agree=math.nan)]
+    failures = check_gates(rows, GatesConfig(), {"accuracy": 0.98})
+    assert len(failures) == 2 and not rows[0]["gates"]["passed"]
+
+
+def test_accuracy_drop_is_measured_against_the_reference_outputs_not_a_benchmarked_row():
+    rows = [row("onnx", "int8", "b", acc=0.95)]  # no torch row in the results at all
+    [failure] = check_gates(rows, GatesConfig(quantized_max_accuracy_drop=0.01), {"accuracy": 0.98})
+    assert "accuracy drop 0.0300 > 0.01" in failure
+
+
+def test_a_failed_benchmark_fails_the_gate_but_an_unavailable_runtime_does_not():
+    rows = [row("onnx", "fp32", "a", status="failed"), row("openvino", "fp32", "c", status="unavailable")]
+    failures = check_gates(rows, GatesConfig(), {"accuracy": 0.98})
+    assert failures == ["onnx/fp32@onnxruntime: benchmark failed: boom"]
+    assert "gates" not in rows[1]
+
+
+def test_thresholds_are_printed_as_configured():
+    rows = [row("onnx", "fp32", "a", diff=0.002)]
+    [failure] = check_gates(rows, GatesConfig(fp32_max_abs_diff=0.0015), {})
+    assert failure.endswith("max abs diff 0.002 > 0.0015")
+
+
+def test_quantized_rows_compare_with_their_own_parent():
+    rows = [
+        row("onnx", "fp32", "dynamo", median=1.0),
+        row("onnx", "fp32", "torchscript", median=2.0),
+        row("onnx", "int8", "q", parent="torchscript", median=0.5),
+    ]
+    add_comparisons(rows)
+    # paired with the torchscript export it came from (x4), not the first FP32 ONNX row (x2)
+    assert rows[2]["vs_fp32"]["ratio"] == pytest.approx(
+        rows[1]["latency_ms"]["median"] / rows[2]["latency_ms"]["median"]
+    )
+    assert rows[2]["vs_fp32"]["ratio"] == pytest.approx(4.0, rel=0.01)
+    assert rows[2]["vs_fp32"]["size_ratio"] == 0.26
+
+
+def test_results_json_is_strict():
+    text = to_json({"x": math.nan, "y": [math.inf, 1.0]})
+    assert "NaN" not in text and "Infinity" not in text and '"x": null' in text
