@@ -44,7 +44,8 @@ class EvalData:
         return len(next(iter(self.inputs.values())))
 
     def feeds_for(self, session: Session, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Samples [start, stop) as a feed dict keyed by the session's input names."""
+        """Samples [start, stop) as a feed dict keyed by the session's input names, quantized where
+        the model takes integer inputs (full-integer TFLite)."""
         names = [s.name for s in session.inputs]
         if len(names) == 1 and len(self.inputs) == 1:
             arrays = list(self.inputs.values())
@@ -52,7 +53,10 @@ class EvalData:
             raise InputError(f"evaluation data lack model input(s) {missing} (data has {list(self.inputs)})")
         else:
             arrays = [self.inputs[n] for n in names]
-        return {n: np.ascontiguousarray(a[start:stop]) for n, a in zip(names, arrays, strict=True)}
+        return {
+            spec.name: np.ascontiguousarray(spec.to_model(a[start:stop]))
+            for spec, a in zip(session.inputs, arrays, strict=True)
+        }
 
 
 def describe_file(path: Path, format: str) -> dict[str, Any]:
@@ -131,7 +135,10 @@ def evaluate(
     n = len(data) - len(data) % size if fixed else len(data)
     if n == 0:
         raise InputError(f"the model takes a fixed batch of {size}, more than the {len(data)} evaluation samples")
-    outputs = np.concatenate([session.run(data.feeds_for(session, i, min(i + size, n)))[0] for i in range(0, n, size)])
+    first_output = session.outputs[0]  # the logits / embeddings the metric and parity are computed on
+    outputs = np.concatenate(
+        [first_output.to_float(session.run(data.feeds_for(session, i, min(i + size, n)))[0]) for i in range(0, n, size)]
+    )
     metrics = METRICS[data.metric](outputs, data.labels[:n]) if data.labels is not None else {}
     par = parity(outputs, data.reference[:n]) if data.reference is not None else None
     return metrics, par

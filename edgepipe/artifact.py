@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from edgepipe.errors import InputError
@@ -39,6 +40,33 @@ class TensorSpec(BaseModel):
     # Affine quantization of the tensor itself, when its dtype is an integer type (e.g. full-integer
     # TFLite): {"scale": [...], "zero_point": [...], "axis": int | None}.
     quantization: dict[str, Any] | None = None
+
+    def _affine(self) -> tuple[float, int] | None:
+        q = self.quantization
+        if not q or np.dtype(self.dtype).kind not in "iu":
+            return None
+        scale, zero_point = np.ravel(q["scale"]), np.ravel(q["zero_point"])
+        if scale.size != 1:
+            raise InputError(f"tensor '{self.name}': per-channel quantized model inputs/outputs are not supported")
+        return float(scale[0]), int(zero_point[0])
+
+    def to_model(self, data: np.ndarray) -> np.ndarray:
+        """Float data as this tensor takes it: quantized with its scale and zero point for an
+        integer tensor of a full-integer model, unchanged otherwise."""
+        affine = self._affine()
+        if affine is None or data.dtype.kind != "f":
+            return data
+        scale, zero_point = affine
+        info = np.iinfo(np.dtype(self.dtype))
+        return np.clip(np.round(data / scale) + zero_point, info.min, info.max).astype(self.dtype)
+
+    def to_float(self, data: np.ndarray) -> np.ndarray:
+        """This tensor's values as float32 (dequantized when it is a quantized integer tensor)."""
+        affine = self._affine()
+        if affine is None or data.dtype.kind not in "iu":
+            return data
+        scale, zero_point = affine
+        return ((data.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
     def concrete_shape(self, batch: int = 1) -> tuple[int, ...]:
         """Shape with the first symbolic dimension set to ``batch`` and any other one to 1."""

@@ -74,3 +74,29 @@ def test_quantized_rows_compare_with_their_own_parent():
 def test_results_json_is_strict():
     text = to_json({"x": math.nan, "y": [math.inf, 1.0]})
     assert "NaN" not in text and "Infinity" not in text and '"x": null' in text
+
+
+def test_full_integer_models_get_quantized_inputs_and_dequantized_outputs():
+    """A TFLite-style int8 model: the harness quantizes float data and dequantizes outputs itself."""
+    from edgepipe.artifact import TensorSpec
+    from edgepipe.benchmarks.harness import EvalData, evaluate
+    from edgepipe.runtimes import Session
+
+    class Int8Identity(Session):
+        inputs = [TensorSpec(name="x", shape=["batch", 3], dtype="int8",
+                             quantization={"scale": [0.5], "zero_point": [-1]})]  # fmt: skip
+        outputs = [TensorSpec(name="y", shape=["batch", 3], dtype="int8",
+                              quantization={"scale": [0.5], "zero_point": [-1]})]  # fmt: skip
+        info: dict = {}
+
+        def run(self, feeds):
+            assert feeds["x"].dtype == np.int8
+            return [feeds["x"]]
+
+    x = np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0], [100.0, -100.0, 0.5]], dtype=np.float32)
+    session = Int8Identity()
+    feeds = EvalData({"x": x}).feeds_for(session, 0, 3)
+    np.testing.assert_array_equal(feeds["x"], [[-1, 1, 3], [3, 1, -1], [127, -128, 0]])
+    metrics, par = evaluate(session, EvalData({"x": x}, labels=np.array([2, 0, 0]), reference=x))
+    assert metrics["accuracy"] == 1.0
+    assert par["max_abs_diff"] == pytest.approx(100 - 63.5)  # only the clipped values differ
