@@ -16,7 +16,7 @@ import numpy as np
 
 from edgepipe.artifact import Artifact, ArtifactStore, StageOutput, atomic_write_bytes
 from edgepipe.environment import code_fingerprint, describe_environment, package_versions
-from edgepipe.errors import EdgepipeError, InputError, first_line
+from edgepipe.errors import EdgepipeError, InputError, UnavailableError, first_line
 from edgepipe.recipe import GatesConfig, QuantizeConfig, Recipe, load_recipe
 from edgepipe.tasks import Task, build_task
 
@@ -46,11 +46,31 @@ def _stage(store: ArtifactStore, log: Log, label: str, force: bool, **kwargs: An
         artifact, cached = store.build(force=force, **kwargs)
     except EdgepipeError:
         raise
+    except ImportError as e:
+        raise UnavailableError(
+            f"stage '{label}' needs the package '{e.name}', which is not installed (pip install 'edgepipe[all]')"
+        ) from e
     except Exception as e:  # a library failing on this model: say which stage, keep it to one line
         raise EdgepipeError(f"stage '{label}' failed: {type(e).__name__}: {first_line(e)}") from e
     took = "cached" if cached else f"done in {time.perf_counter() - t0:.1f} s"
     log(f"[{label}] {took}: {artifact.path}")
     return artifact
+
+
+def check_tools(recipe: Recipe) -> None:
+    """Fail before training, not after it, when a target's exporter or quantizer is not installed."""
+    import importlib.util
+
+    from edgepipe.export import BACKENDS
+
+    for target in recipe.targets:
+        entry = BACKENDS[target.format]
+        for module in (*entry.export_tools, *(entry.quantize_tools if target.quantize else ())):
+            if importlib.util.find_spec(module) is None:
+                raise UnavailableError(
+                    f"target '{target.format}' needs the package '{module}', which is not installed "
+                    "(pip install 'edgepipe[all]')"
+                )
 
 
 def train_stage(recipe: Recipe, task: Task, store: ArtifactStore, log: Log, force: bool) -> Artifact:
@@ -291,6 +311,7 @@ def run_recipe(
     except OSError as e:
         raise InputError(f"{out}: cannot create the run folder ({e.strerror})") from None
 
+    check_tools(recipe)
     task = build_task(recipe.task, recipe.seed)
     log(f"[data] {task.name}: train {len(task.train)}, calibration {len(task.calibration)}, test {len(task.test)}")
     torch_artifact = train_stage(recipe, task, store, log, force)

@@ -116,3 +116,17 @@ def test_failed_gate_writes_results_and_exits_4(run_dir, tmp_path, capsys):
     assert code == 4 and len(err) == 1 and "max abs diff" in err[0]
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     assert data["results"][1]["gates"]["passed"] is False
+
+
+def test_missing_export_package_is_unavailable_not_a_crash(tmp_path, monkeypatch, capsys):
+    """A recipe whose exporter's package is missing exits 3 with a pip hint, before any training."""
+    import sys
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "targets": [{"format": "openvino"}]}))
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    code = main(["run", str(recipe), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 1
+    assert "target 'openvino'" in err[0] and "'openvino'" in err[0] and "pip install" in err[0]
+    assert not (tmp_path / "out" / "artifacts").exists() or not any((tmp_path / "out" / "artifacts").iterdir())
