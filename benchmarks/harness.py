@@ -86,7 +86,10 @@ def random_feeds(inputs: list[TensorSpec], batch: int, seed: int = 0) -> dict[st
     rng = np.random.default_rng(seed)
     feeds = {}
     for spec in inputs:
-        shape, dtype = spec.concrete_shape(batch), np.dtype(spec.dtype)
+        try:
+            shape, dtype = spec.concrete_shape(batch), np.dtype(spec.dtype)
+        except TypeError:
+            raise InputError(f"input '{spec.name}': cannot make random data of dtype {spec.dtype}") from None
         if dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind in "iu":

@@ -356,8 +356,15 @@ class ArtifactStore:
             )
             atomic_write_text(tmp / MANIFEST_NAME, manifest.model_dump_json(indent=2))
             if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                # A concurrent run of the same stage renamed its copy first: use it if it verifies.
+                if (done := verify(final)) is None:
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                return done, True
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

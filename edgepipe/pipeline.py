@@ -195,6 +195,8 @@ def variant_name(fmt: str, q: QuantizeConfig) -> str:
         parts.append(f"act-{q.activation_type}")
     if q.weight_type != "int8":
         parts.append(f"weight-{q.weight_type}")
+    if q.reduce_range:
+        parts.append("reduce-range")
     if q.calibration_samples:
         parts.append(f"cal-{q.calibration_samples}")
     return "-".join(parts)

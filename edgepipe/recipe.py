@@ -68,6 +68,9 @@ class QuantizeConfig(Section):
     activation_type: Literal["uint8", "int8"] | None = None
     weight_type: Literal["int8", "uint8"] = "int8"
     calibration_samples: int | None = Field(None, ge=1, description="default: the whole calibration split")
+    # 7-bit weights: onnxruntime's advice for x86 CPUs without VNNI (AVX2 only), whose u8 x s8 kernels
+    # can saturate int16 intermediates. Costs a little accuracy where it is not needed.
+    reduce_range: bool = False
 
 
 class TargetConfig(Section):

@@ -10,20 +10,11 @@ from typing import Any
 import numpy as np
 
 from edgepipe.artifact import Artifact, StageOutput, TensorSpec
+from edgepipe.formats import ONNX_ELEMENT_TYPES
 from edgepipe.recipe import QuantizeConfig, TargetConfig
 from edgepipe.stage import StageContext
 
 MODEL_FILE = "model.onnx"
-_ONNX_DTYPES = {
-    1: "float32",
-    2: "uint8",
-    3: "int8",
-    6: "int32",
-    7: "int64",
-    9: "bool",
-    10: "float16",
-    11: "float64",
-}
 
 
 def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -36,7 +27,9 @@ def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     def spec(v: Any) -> TensorSpec:
         t = v.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
-        return TensorSpec(name=v.name, shape=dims, dtype=_ONNX_DTYPES.get(t.elem_type, str(t.elem_type)))
+        return TensorSpec(
+            name=v.name, shape=dims, dtype=ONNX_ELEMENT_TYPES.get(t.elem_type, ("", f"onnx-type-{t.elem_type}"))[1]
+        )
 
     inputs = [spec(v) for v in model.graph.input if v.name not in initializers]
     return inputs, [spec(v) for v in model.graph.output]
@@ -183,11 +176,16 @@ def quantize(parent: Artifact, config: QuantizeConfig, out_dir: Path, ctx: Stage
             per_channel=config.per_channel,
             activation_type=qtype[activation_type],
             weight_type=qtype[config.weight_type],
+            reduce_range=config.reduce_range,
             calibrate_method=CalibrationMethod.MinMax,
         )
     else:
         quantize_dynamic(
-            str(prepared), str(path), per_channel=config.per_channel, weight_type=qtype[config.weight_type]
+            str(prepared),
+            str(path),
+            per_channel=config.per_channel,
+            reduce_range=config.reduce_range,
+            weight_type=qtype[config.weight_type],
         )
     prepared.unlink()
     inputs, outputs = read_io_spec(path)
@@ -206,6 +204,7 @@ def quantize(parent: Artifact, config: QuantizeConfig, out_dir: Path, ctx: Stage
             "per_channel": config.per_channel,
             "activation_type": activation_type,
             "weight_type": config.weight_type,
+            "reduce_range": config.reduce_range,
             "format": "QDQ" if config.method == "static" else "dynamic",
             "calibration": {"split": "calibration", "samples": samples, "method": "MinMax"},
             **params,

@@ -68,6 +68,8 @@ def validate(target: TargetConfig) -> None:
             raise ValueError(f"quantize.{i}.per_channel: NNCF always quantizes OpenVINO weights per channel")
         if q.activation_type is not None:
             raise ValueError(f"quantize.{i}.activation_type: NNCF chooses it for OpenVINO; leave it unset")
+        if q.reduce_range:
+            raise ValueError(f"quantize.{i}.reduce_range: an onnxruntime option; NNCF handles this itself")
         if q.weight_type != "int8":
             raise ValueError(f"quantize.{i}.weight_type: NNCF quantizes OpenVINO weights to int8")
 

@@ -57,4 +57,5 @@ def train_classifier(model: nn.Module, task: Task, config: TrainConfig, seed: in
         "test_accuracy": accuracy,
         "seconds": round(time.perf_counter() - start, 2),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "torch_threads": torch.get_num_threads(),  # results can differ in the last bits across thread counts
     }

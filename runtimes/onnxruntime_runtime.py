@@ -9,24 +9,15 @@ import numpy as np
 
 from edgepipe.artifact import TensorSpec
 from edgepipe.errors import InputError, UnavailableError, first_line
+from edgepipe.formats import ORT_TYPE_TO_DTYPE
 from edgepipe.runtimes.base import Runtime, Session
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-_ORT_TYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(int32)": "int32",
-    "tensor(int64)": "int64",
-    "tensor(bool)": "bool",
-}
 
 
 def _spec(arg: Any) -> TensorSpec:
     shape = [d if isinstance(d, int) else (d or "?") for d in arg.shape]
-    return TensorSpec(name=arg.name, shape=shape, dtype=_ORT_TYPES.get(arg.type, arg.type))
+    return TensorSpec(name=arg.name, shape=shape, dtype=ORT_TYPE_TO_DTYPE.get(arg.type, arg.type))
 
 
 class OrtSession(Session):

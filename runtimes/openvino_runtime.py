@@ -66,7 +66,7 @@ class OpenVINORuntime(Runtime[Session]):
 
         precision = str(options.pop("inference_precision", "f32"))
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
-        if threads:
+        if threads and device == "cpu":  # a CPU setting; GPU plugins reject it
             config["INFERENCE_NUM_THREADS"] = threads
         config.update(options)
         core = ov.Core()
@@ -79,6 +79,6 @@ class OpenVINORuntime(Runtime[Session]):
             raise InputError(f"{path}: OpenVINO cannot load this model: {first_line(e)}") from None
         info = {
             "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
-            "num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            "num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")) if device == "cpu" else None,
         }
         return OpenVINOSession(compiled, info)

@@ -68,7 +68,17 @@ def test_quantize_variants_get_distinct_names():
         QuantizeConfig(per_channel=False),
         QuantizeConfig(activation_type="int8"),
         QuantizeConfig(calibration_samples=50),
+        QuantizeConfig(reduce_range=True),
     ]
     names = [variant_name("onnx", q) for q in variants]
     assert names[0] == "onnx-int8-static"
     assert len(set(names)) == len(names)
+
+
+def test_format_rules_come_from_the_format_backend():
+    with pytest.raises(InputError, match=r"targets\.0\.quantize\.0\.reduce_range: an onnxruntime option"):
+        parse_recipe({"name": "r", "targets": [{"format": "openvino", "quantize": [{"reduce_range": True}]}]}, "r")
+    onnx = parse_recipe({"name": "r", "targets": [{"format": "onnx", "quantize": [{"reduce_range": True}]}]})
+    assert onnx.targets[0].quantize[0].reduce_range
+    with pytest.raises(InputError, match="appears twice"):
+        parse_recipe({"name": "r", "targets": [{"format": "onnx"}, {"format": "onnx"}]})
