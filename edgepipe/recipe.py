@@ -64,7 +64,7 @@ class QuantizeConfig(Section):
     method: Literal["static", "dynamic"] = "static"
     per_channel: bool = True
     # None: the tool's best default. onnxruntime: uint8, which runs much faster than int8 on x86
-    # (FINDINGS: S8S8 is up to 5x slower); NNCF chooses per layer itself.
+    # (signed activations were measured up to 5x slower); NNCF chooses per layer itself.
     activation_type: Literal["uint8", "int8"] | None = None
     weight_type: Literal["int8", "uint8"] = "int8"
     calibration_samples: int | None = Field(None, ge=1, description="default: the whole calibration split")

@@ -60,7 +60,8 @@ def export(parent: Artifact, config: TargetConfig, out_dir: Path, ctx: StageCont
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     module = ctx.torch_module(parent)
     ins, outs = parent.manifest.inputs, parent.manifest.outputs
-    # Batch 2: a dynamic dimension traced at size 1 gets specialised away. Contiguous: see FINDINGS.
+    # Batch 2: a dynamic dimension traced at size 1 gets specialised away. Contiguous copies: a strided
+    # numpy view makes the dynamo exporter add an as_strided subgraph.
     example = ctx.example_inputs(2)
     args = tuple(torch.from_numpy(example[s.name]).clone() for s in ins)
     input_names, output_names = [s.name for s in ins], [s.name for s in outs]

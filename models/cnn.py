@@ -2,7 +2,7 @@
 
 Size it so that compression shows: the quickstart's [64, 128, 256] has ~1.1M parameters and ~150M
 MACs at 32x32. A much smaller net is dominated by runtime overhead and per-file metadata, and INT8 or
-pruning then show little (see FINDINGS.md).
+pruning then show little.
 """
 
 from __future__ import annotations
