@@ -69,16 +69,29 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 
 
 def code_fingerprint(*modules: str) -> str:
-    """Short hash of the source of the named modules: part of a stage's cache key, so editing the code
-    that builds an artifact invalidates it even when edgepipe's version number did not change."""
+    """Short hash of the code of the named modules: part of a stage's cache key, so editing the code
+    that builds an artifact invalidates it even when edgepipe's version number did not change.
+    Comments, docstrings and formatting do not count (the hash is over the syntax tree)."""
+    import ast
     import hashlib
     import importlib.util
 
     h = hashlib.sha256()
     for name in modules:
         spec = importlib.util.find_spec(name)
-        if spec is not None and spec.origin and spec.origin.endswith(".py"):
-            h.update(Path(spec.origin).read_bytes())
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            continue
+        tree = ast.parse(Path(spec.origin).read_text())
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            first = body[0] if isinstance(body, list) and body else None
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined,index]
+        h.update(ast.dump(tree).encode())
     return h.hexdigest()[:16]
 
 

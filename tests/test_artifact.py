@@ -165,3 +165,18 @@ def test_outputs_follow_the_umask(tmp_path):
     assert art.path.stat().st_mode & 0o777 == 0o755
     assert (art.path / "manifest.json").stat().st_mode & 0o777 == 0o644
     assert not (art.path / ".owner-pid").exists()
+
+
+def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path, monkeypatch):
+    from edgepipe.environment import code_fingerprint
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "fp_probe.py"
+
+    def fingerprint(src: str) -> str:
+        module.write_text(src)
+        return code_fingerprint("fp_probe")
+
+    base = fingerprint('"""Doc."""\ndef f(x):\n    """Doc."""\n    return x + 1\n')
+    assert fingerprint('"""Other doc."""\n# a comment\ndef f(x):\n    return x + 1  # why\n') == base
+    assert fingerprint('def f(x):\n    return x + 2\n') != base
