@@ -25,7 +25,11 @@ from edgepipe.formats import MANIFEST_NAME, detect_format
 from edgepipe.metrics import METRICS, parity
 from edgepipe.runtimes import Session, get_runtime
 
-_SIDE_FILES = {".xml": (".bin",)}  # files that belong to a model file
+
+def side_files(path: Path) -> list[Path]:
+    """Files that belong to a model file: an IR's .bin, an ONNX model's conventional external data."""
+    candidates = {".xml": [path.with_suffix(".bin")], ".onnx": [path.with_name(path.name + ".data")]}
+    return [f for f in candidates.get(path.suffix.lower(), []) if f.is_file()]
 
 
 @dataclass
@@ -62,8 +66,8 @@ class EvalData:
 def describe_file(path: Path, format: str) -> dict[str, Any]:
     """The ``artifact`` block of a results row for a model file. The precision is known only when the
     file sits in an edgepipe artifact folder whose manifest matches its hash."""
-    side = [path.with_suffix(s) for s in _SIDE_FILES.get(path.suffix, ()) if path.with_suffix(s).exists()]
-    entries = [FileEntry(path=f.name, size_bytes=f.stat().st_size, sha256=sha256_file(f)) for f in (path, *side)]
+    files = [path, *side_files(path)]
+    entries = [FileEntry(path=f.name, size_bytes=f.stat().st_size, sha256=sha256_file(f)) for f in files]
     block: dict[str, Any] = {
         "format": format,
         "precision": None,

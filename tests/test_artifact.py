@@ -179,4 +179,4 @@ def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path,
 
     base = fingerprint('"""Doc."""\ndef f(x):\n    """Doc."""\n    return x + 1\n')
     assert fingerprint('"""Other doc."""\n# a comment\ndef f(x):\n    return x + 1  # why\n') == base
-    assert fingerprint('def f(x):\n    return x + 2\n') != base
+    assert fingerprint("def f(x):\n    return x + 2\n") != base
