@@ -3,7 +3,7 @@ the task metric and parity with the reference outputs when evaluation data are g
 
 ``benchmark_model`` returns one results row (see README, "The results contract"). It runs in the
 calling process: ``edgepipe bench`` calls it directly; ``edgepipe run`` calls it through
-``worker.py`` in a fresh process per artifact, so that peak memory and cold start are per model and
+``worker.py`` in a fresh process per artifact, runtime and device, so that peak memory and cold start are per model and
 runtimes' thread pools never compete.
 """
 
@@ -196,7 +196,7 @@ def benchmark_model(
         stats = latency_stats(samples)
         metrics, par = evaluate(session, data) if data is not None else ({}, None)
         info = session.info
-    actual_batch = int(next(iter(feeds[0].values())).shape[0])
+    actual_batch = size
     row: dict[str, Any] = {
         "artifact": artifact or describe_file(path, fmt),
         "runtime": runtime,

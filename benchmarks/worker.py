@@ -69,7 +69,7 @@ def run_in_subprocess(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="edgepipe-worker-") as tmp:
         row_path = Path(tmp) / "row.json"
         try:
-            # On any exception here (time-out, Ctrl-C, SIGTERM turned into SystemExit) run() kills the worker.
+            # On any exception here (time-out, Ctrl-C, SIGTERM turned into KeyboardInterrupt) run() kills the worker.
             proc = subprocess.run(
                 [sys.executable, "-m", "edgepipe.benchmarks.worker", str(row_path)],
                 input=json.dumps(job),

@@ -257,9 +257,11 @@ _OWNER_FILE = ".owner-pid"
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 1:  # not a builder we can identify (0, negative, or a container's init)
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -279,10 +281,13 @@ class ArtifactStore:
         # process that was building it (its owner file holds the pid) no longer exists.
         for tmp in self.root.glob(".tmp-*"):
             try:
-                pid = int((tmp / _OWNER_FILE).read_text())
+                pid: int | None = int((tmp / _OWNER_FILE).read_text())
             except (OSError, ValueError):
                 pid = None
-                if time.time() - tmp.stat().st_mtime < 60:  # just created; its owner file may follow
+                try:
+                    if time.time() - tmp.stat().st_mtime < 60:  # just created; its owner file may follow
+                        continue
+                except FileNotFoundError:  # another run just renamed or removed it
                     continue
             if pid is None or not _alive(pid):
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -324,9 +329,9 @@ class ArtifactStore:
         owner.write_text(str(os.getpid()))
         try:
             out = build(tmp)
-            owner.unlink()
             # Every file the stage left is part of the artifact (IR .bin, external data, bundles).
-            names = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
+            # The owner file stays until the rename, so no other run takes this folder for abandoned.
+            names = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file() and f != owner)
             entries = [
                 FileEntry(path=n, size_bytes=(tmp / n).stat().st_size, sha256=sha256_file(tmp / n)) for n in names
             ]
@@ -356,6 +361,10 @@ class ArtifactStore:
             )
             atomic_write_text(tmp / MANIFEST_NAME, manifest.model_dump_json(indent=2))
             if final.exists():
+                if not force and (done := verify(final)) is not None:
+                    # A concurrent run of the same stage finished first: share its artifact.
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return done, True
                 shutil.rmtree(final, ignore_errors=True)
             try:
                 os.rename(tmp, final)
@@ -365,6 +374,7 @@ class ArtifactStore:
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)
                 return done, True
+            (final / _OWNER_FILE).unlink(missing_ok=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-    debug = bool(os.environ.get("EDGEPIPE_DEBUG"))
+    debug = os.environ.get("EDGEPIPE_DEBUG", "") not in ("", "0")
     try:
         code: int = args.func(args)
         return code

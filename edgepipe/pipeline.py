@@ -6,6 +6,7 @@ versions) already has a verified artifact. Benchmarks always run again: they are
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,9 +47,12 @@ def _stage(store: ArtifactStore, log: Log, label: str, force: bool, **kwargs: An
         artifact, cached = store.build(force=force, **kwargs)
     except EdgepipeError:
         raise
-    except ImportError as e:
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if not top or importlib.util.find_spec(top) is not None:  # installed: a real failure, said below
+            raise EdgepipeError(f"stage '{label}' failed: {type(e).__name__}: {first_line(e)}") from e
         raise UnavailableError(
-            f"stage '{label}' needs the package '{e.name}', which is not installed (pip install 'edgepipe[all]')"
+            f"stage '{label}' needs the package '{top}', which is not installed (pip install 'edgepipe[all]')"
         ) from e
     except Exception as e:  # a library failing on this model: say which stage, keep it to one line
         raise EdgepipeError(f"stage '{label}' failed: {type(e).__name__}: {first_line(e)}") from e
@@ -59,7 +63,6 @@ def _stage(store: ArtifactStore, log: Log, label: str, force: bool, **kwargs: An
 
 def check_tools(recipe: Recipe) -> None:
     """Fail before training, not after it, when a target's exporter or quantizer is not installed."""
-    import importlib.util
 
     from edgepipe.export import BACKENDS
 

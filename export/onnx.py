@@ -68,10 +68,11 @@ def export(parent: Artifact, config: TargetConfig, out_dir: Path, ctx: StageCont
     path = out_dir / MODEL_FILE
     if config.exporter == "dynamo":
         dims: dict[str, Any] = {}  # one Dim per symbolic name, shared by every tensor that uses it
-        dynamic_shapes = {
-            name: {axis: dims.setdefault(sym, torch.export.Dim(sym, min=1, max=1 << 16)) for axis, sym in axes.items()}
-            for name, axes in _dynamic_dims(ins).items()
-        }
+        # Positional (one entry per input, in order): forward's parameter names need not match the specs'.
+        dynamic_shapes = tuple(
+            {axis: dims.setdefault(sym, torch.export.Dim(sym, min=1, max=1 << 16)) for axis, sym in axes.items()}
+            for axes in (_dynamic_dims([s])[s.name] for s in ins)
+        )
         torch.onnx.export(
             module,
             args,

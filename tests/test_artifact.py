@@ -180,3 +180,21 @@ def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path,
     base = fingerprint('"""Doc."""\ndef f(x):\n    """Doc."""\n    return x + 1\n')
     assert fingerprint('"""Other doc."""\n# a comment\ndef f(x):\n    return x + 1  # why\n') == base
     assert fingerprint("def f(x):\n    return x + 2\n") != base
+
+
+def test_a_finished_concurrent_build_is_shared_not_replaced(tmp_path, monkeypatch):
+    import edgepipe.artifact as artifact_module
+
+    store = ArtifactStore(tmp_path)
+    first, _ = _build(store, [])
+    real_verify = artifact_module.verify
+    misses = [True]  # the second run's up-front cache check ran before the first run finished
+
+    def verify_once_missing(folder):
+        return None if misses and misses.pop() else real_verify(folder)
+
+    monkeypatch.setattr(artifact_module, "verify", verify_once_missing)
+    second, cached = _build(store, [], builder_kw={"payload": b"other"})
+    assert cached and second.path == first.path
+    assert (first.path / "model.bin").read_bytes() == b"weights"
+    assert not list(tmp_path.glob(".tmp-*"))
