@@ -1,14 +1,15 @@
-"""Benchmark one model file on one runtime: load (cold start), warm up, time many runs, then score
-the task metric and parity with the reference outputs when evaluation data are given.
+"""Benchmark one model file on one runtime: load (cold start), warm up, time many runs at each benchmark
+point (threads x batch x sequence length), and score the task's metrics and parity with the reference
+once, when evaluation data are given.
 
-``benchmark_model`` returns one results row (see README, "The results contract"). It runs in the
-calling process: ``edgepipe bench`` calls it directly; ``edgepipe run`` calls it through
-``worker.py`` in a fresh process per artifact, runtime and device, so that peak memory and cold start are per model and
-runtimes' thread pools never compete.
+``benchmark`` returns one ``ResultRow`` per point. It runs in the calling process: ``edgepipe bench``
+calls it directly; ``edgepipe run`` calls it through ``worker.py`` in a fresh process per artifact,
+runtime and device, so that peak memory and cold start are per model and thread pools never compete.
 """
 
 from __future__ import annotations
 
+import gc
 import resource
 import sys
 import time
@@ -18,12 +19,35 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.artifact import FileEntry, TensorSpec, content_sha256, read_manifest, resolve_model_path, sha256_file
+from edgepipe.artifact import read_manifest, resolve_model_path
+from edgepipe.benchmarks.inputs import synthetic_feeds
 from edgepipe.benchmarks.stats import latency_stats
 from edgepipe.errors import InputError, first_line
+from edgepipe.files import content_sha256, sha256_file
 from edgepipe.formats import MANIFEST_NAME, detect_format
-from edgepipe.metrics import METRICS, parity
-from edgepipe.runtimes import Session, get_runtime
+from edgepipe.results import ArtifactRef, LatencyStats, ResultRow
+from edgepipe.runtimes import Session, default_runtime, get_runtime, runtime_class
+from edgepipe.tasks import EvalSet, Task
+from edgepipe.tensors import Feeds, TensorSpec, with_ranges
+
+
+@dataclass
+class Point:
+    """One benchmark point; ``feeds`` are real data shaped for it (None: synthetic inputs)."""
+
+    threads: int | None = None
+    batch_size: int = 1
+    sequence_length: int | None = None
+    feeds: list[Feeds] | None = None
+
+
+@dataclass
+class Evaluation:
+    """What quality is scored on: the task kind, its evaluation batches, and the reference's outputs."""
+
+    task: type[Task]
+    data: EvalSet
+    reference: list[np.ndarray] | None = None
 
 
 def side_files(path: Path) -> list[Path]:
@@ -32,190 +56,242 @@ def side_files(path: Path) -> list[Path]:
     return [f for f in candidates.get(path.suffix.lower(), []) if f.is_file()]
 
 
-@dataclass
-class EvalData:
-    """Evaluation data: named inputs batched along axis 0, labels, and the reference model's outputs.
-
-    Input names must match the model's; with a single input on both sides the name may differ.
-    """
-
-    inputs: dict[str, np.ndarray]
-    labels: np.ndarray | None = None
-    reference: np.ndarray | None = None
-    metric: str = "accuracy"
-
-    def __len__(self) -> int:
-        return len(next(iter(self.inputs.values())))
-
-    def feeds_for(self, session: Session, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Samples [start, stop) as a feed dict keyed by the session's input names, quantized where
-        the model takes integer inputs (full-integer TFLite)."""
-        names = [s.name for s in session.inputs]
-        if len(names) == 1 and len(self.inputs) == 1:
-            arrays = list(self.inputs.values())
-        elif missing := [n for n in names if n not in self.inputs]:
-            raise InputError(f"evaluation data lack model input(s) {missing} (data has {list(self.inputs)})")
-        else:
-            arrays = [self.inputs[n] for n in names]
-        return {
-            spec.name: np.ascontiguousarray(spec.to_model(a[start:stop]))
-            for spec, a in zip(session.inputs, arrays, strict=True)
-        }
+def _manifest_beside(path: Path, sha256: str) -> Any:
+    """The manifest of the edgepipe artifact this file belongs to, if its hash says it is that model."""
+    if not (path.parent / MANIFEST_NAME).is_file():
+        return None
+    try:
+        manifest = read_manifest(path.parent)
+    except InputError:
+        return None
+    return manifest if manifest.primary == path.name and manifest.sha256 == sha256 else None
 
 
-def describe_file(path: Path, format: str) -> dict[str, Any]:
-    """The ``artifact`` block of a results row for a model file. The precision is known only when the
-    file sits in an edgepipe artifact folder whose manifest matches its hash."""
+def describe_file(path: Path, format: str) -> ArtifactRef:
+    """The ``artifact`` block of a results row for a model file. Its name and precision are known only
+    when the file sits in an edgepipe artifact folder whose manifest matches its hash."""
     files = [path, *side_files(path)]
-    entries = [FileEntry(path=f.name, size_bytes=f.stat().st_size, sha256=sha256_file(f)) for f in files]
-    block: dict[str, Any] = {
-        "format": format,
-        "precision": None,
-        "path": str(path),
-        "size_bytes": sum(e.size_bytes for e in entries),
-        "sha256": content_sha256(entries),
-    }
-    if (path.parent / MANIFEST_NAME).is_file():
-        try:
-            manifest = read_manifest(path.parent)
-        except InputError:
-            return block
-        if manifest.primary == path.name and manifest.sha256 == block["sha256"]:
-            block.update(name=manifest.name, precision=manifest.precision)
-    return block
+    sha = content_sha256([(f.name, sha256_file(f)) for f in files])
+    ref = ArtifactRef(format=format, path=str(path), size_bytes=sum(f.stat().st_size for f in files), sha256=sha)
+    if manifest := _manifest_beside(path, sha):
+        ref.name, ref.precision = manifest.name, manifest.precision
+        ref.parent_sha256 = manifest.lineage.parent_sha256
+    return ref
 
 
-def random_feeds(inputs: list[TensorSpec], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Inputs drawn from each input's spec: normal floats, small non-negative integers."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in inputs:
+def _known_inputs(path: Path, sha256: str) -> list[TensorSpec]:
+    """What is known about the inputs beyond the runtime's view: value ranges from the artifact's manifest,
+    or for a bare ONNX file the sizes of the embedding tables its integer inputs index."""
+    if manifest := _manifest_beside(path, sha256):
+        return list(manifest.inputs)
+    if path.suffix.lower() == ".onnx":
+        from edgepipe.export.onnx_inspect import index_ranges
+
         try:
-            shape, dtype = spec.concrete_shape(batch), np.dtype(spec.dtype)
-        except TypeError:
-            raise InputError(f"input '{spec.name}': cannot make random data of dtype {spec.dtype}") from None
-        if dtype.kind == "f":
-            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind in "iu":
-            feeds[spec.name] = rng.integers(0, 100, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec.name] = np.ones(shape, dtype=dtype)
-        else:
-            raise InputError(f"input '{spec.name}': cannot make random data of dtype {spec.dtype}")
-    return feeds
+            ranges = index_ranges(path)
+        except Exception:  # the runtime has already read the file; a hint we cannot get is no error
+            return []
+        return [TensorSpec(name=n, shape=[], dtype="int64", value_range=r) for n, r in ranges.items()]
+    return []
 
 
 def _fixed_batch(session: Session) -> int | None:
-    dim = session.inputs[0].shape[0] if session.inputs[0].shape else None
+    dim = session.inputs[0].shape[0] if session.inputs and session.inputs[0].shape else None
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def _data_feeds(session: Session, data: EvalData, size: int, limit: int = 64) -> list[dict[str, np.ndarray]]:
-    """Up to ``limit`` whole batches of evaluation data, to cycle through while timing."""
-    starts = range(0, len(data) - size + 1, size)[:limit]
-    return [data.feeds_for(session, i, i + size) for i in starts]
+def for_session(session: Session, feeds: Feeds) -> list[Feeds]:
+    """``feeds`` as this session takes them: keyed by its input names (a lone input may be renamed),
+    quantized where it takes integer inputs (full-integer models), split into its fixed batch (the
+    remainder is dropped)."""
+    names = [s.name for s in session.inputs]
+    if len(names) == 1 and len(feeds) == 1:
+        arrays = list(feeds.values())
+    elif missing := [n for n in names if n not in feeds]:
+        raise InputError(f"the data lack model input(s) {missing} (data has {list(feeds)})")
+    else:
+        arrays = [feeds[n] for n in names]
+    mapped = {s.name: np.ascontiguousarray(s.to_model(a)) for s, a in zip(session.inputs, arrays, strict=True)}
+    fixed, n = _fixed_batch(session), len(arrays[0]) if arrays and arrays[0].ndim else 1
+    if fixed is None or fixed == n:
+        return [mapped]
+    return [{k: v[i : i + fixed] for k, v in mapped.items()} for i in range(0, n - fixed + 1, fixed)]
 
 
-def time_runs(
-    session: Session, feeds: list[dict[str, np.ndarray]], warmup: int, runs: int, max_seconds: float
-) -> list[float]:
-    """Per-call latencies in ms, after ``warmup`` untimed calls; stops after ``max_seconds`` of timing."""
+def time_runs(session: Session, feeds: list[Feeds], warmup: int, runs: int, max_seconds: float) -> list[float]:
+    """Per-call latencies in ms, after ``warmup`` untimed calls; stops after ``max_seconds`` of timing.
+    Garbage collection is off while timing: a collection inside one call is not the model's latency."""
     for i in range(warmup):
         session.run(feeds[i % len(feeds)])
     samples: list[float] = []
     deadline = time.perf_counter() + max_seconds
-    for i in range(runs):
-        t0 = time.perf_counter_ns()
-        session.run(feeds[i % len(feeds)])
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-        if time.perf_counter() > deadline and len(samples) >= 5:
-            break
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(runs):
+            t0 = time.perf_counter_ns()
+            session.run(feeds[i % len(feeds)])
+            samples.append((time.perf_counter_ns() - t0) / 1e6)
+            if time.perf_counter() > deadline and len(samples) >= 5:
+                break
+    finally:
+        if gc_was_on:
+            gc.enable()
     return samples
 
 
-def evaluate(
-    session: Session, data: EvalData, batch_size: int = 64
-) -> tuple[dict[str, float], dict[str, float] | None]:
-    """Task metric and parity on the evaluation data (outputs[0] are the logits)."""
-    fixed = _fixed_batch(session)
-    size = fixed or batch_size
-    n = len(data) - len(data) % size if fixed else len(data)
-    if n == 0:
-        raise InputError(f"the model takes a fixed batch of {size}, more than the {len(data)} evaluation samples")
-    first_output = session.outputs[0]  # the logits / embeddings the metric and parity are computed on
-    outputs = np.concatenate(
-        [first_output.to_float(session.run(data.feeds_for(session, i, min(i + size, n)))[0]) for i in range(0, n, size)]
-    )
-    metrics = METRICS[data.metric](outputs, data.labels[:n]) if data.labels is not None else {}
-    par = parity(outputs, data.reference[:n]) if data.reference is not None else None
-    return metrics, par
+def evaluate(session: Session, evaluation: Evaluation) -> tuple[Any, Any, Any, int]:
+    """(metrics, parity, breakdown, non-finite count) of the session's first output on the evaluation data."""
+    first = session.outputs[0]  # the logits / hidden states the task scores
+    outputs, targets, reference = [], [], []
+    for i, batch in enumerate(evaluation.data.batches):
+        chunks = for_session(session, batch)
+        if not chunks:
+            raise InputError(f"the model takes a fixed batch larger than an evaluation batch ({len(batch)})")
+        out = np.concatenate([first.to_float(session.run(c)[0]) for c in chunks])
+        outputs.append(out)
+        target = evaluation.data.targets[i]
+        targets.append(None if target is None else target[: len(out)])
+        if evaluation.reference is not None:
+            reference.append(evaluation.reference[i][: len(out)])
+    batches = [{k: v[: len(o)] for k, v in b.items()} for b, o in zip(evaluation.data.batches, outputs, strict=True)]
+    data = EvalSet(batches, targets, evaluation.data.groups, evaluation.data.options)
+    nonfinite = int(sum(np.size(o) - np.count_nonzero(np.isfinite(o)) for o in outputs))
+    metrics, parity, breakdown = evaluation.task.quality(outputs, data, reference or None)
+    return metrics, parity, breakdown, nonfinite
 
 
-def benchmark_model(
+def _load(path: Path, runtime: str, device: str, threads: int | None, options: dict[str, Any] | None) -> Any:
+    t0 = time.perf_counter()
+    session = get_runtime(runtime).load(path, device=device, threads=threads, options=options)
+    return session, (time.perf_counter() - t0) * 1e3
+
+
+def benchmark(
     path: str | Path,
     runtime: str,
     *,
+    points: list[Point],
     device: str = "cpu",
-    threads: int | None = None,
-    batch_size: int = 1,
     warmup: int = 20,
     runs: int = 300,
     max_seconds: float = 30.0,
     options: dict[str, Any] | None = None,
-    data: EvalData | None = None,
-    artifact: dict[str, Any] | None = None,
+    evaluation: Evaluation | None = None,
+    artifact: ArtifactRef | None = None,
     seed: int = 0,
-) -> dict[str, Any]:
-    """Benchmark a model file and return one results row. Raises EdgepipeError on bad input."""
+) -> list[ResultRow]:
+    """Benchmark a model file at every point and return one row per point. Raises EdgepipeError on bad
+    input; quality is scored once (on the first point's session) and shared by the rows."""
     path = resolve_model_path(path)
     fmt = detect_format(path)
     rt = get_runtime(runtime)
     if fmt not in rt.formats:
         raise InputError(f"{path}: format '{fmt}' cannot run on runtime '{runtime}' (it runs: {', '.join(rt.formats)})")
     rt.require()
+    ref = artifact or describe_file(path, fmt)
+    rows: list[ResultRow] = []
+    sessions: dict[int | None, tuple[Any, float]] = {}
+    known: list[TensorSpec] | None = None
+    quality: tuple[Any, Any, Any, int | None] = ({}, None, {}, None)
+    try:
+        for point in points:
+            if point.threads not in sessions:
+                sessions[point.threads] = _load(path, runtime, device, point.threads, options)
+            session, load_ms = sessions[point.threads]
+            known = _known_inputs(path, ref.sha256) if known is None else known
+            inputs = with_ranges(session.inputs, known)
+            if point.feeds:
+                feeds, source = [c for f in point.feeds for c in for_session(session, f)], "evaluation data"
+            else:
+                one, source = synthetic_feeds(
+                    inputs, _fixed_batch(session) or point.batch_size, point.sequence_length, seed
+                )
+                feeds = [one]
+            session.check_feeds(feeds[0])
+            t1 = time.perf_counter()
+            try:
+                session.run(feeds[0])
+            except Exception as e:  # the runtime's own message, without its traceback
+                shapes = {k: list(v.shape) for k, v in feeds[0].items()}
+                raise InputError(f"{path}: {runtime} failed to run it on {source} {shapes}: {first_line(e)}") from e
+            first_run_ms = (time.perf_counter() - t1) * 1e3
+            samples = time_runs(session, feeds, warmup, runs, max_seconds)
+            peak_rss_mb = _peak_rss_mb()  # before evaluation, which runs larger batches
+            if evaluation is not None and not rows:
+                quality = evaluate(session, evaluation)
+            stats = LatencyStats.model_validate(latency_stats(samples))
+            batch = len(next(iter(feeds[0].values()))) if feeds[0] else point.batch_size
+            rows.append(
+                ResultRow(
+                    artifact=ref,
+                    runtime=runtime,
+                    runtime_version=rt.version(),
+                    device=device,
+                    threads=point.threads,
+                    batch_size=batch,
+                    sequence_length=point.sequence_length,
+                    status="ok",
+                    task=evaluation.task.kind if evaluation else None,
+                    inputs=[s.model_dump(exclude_none=True) for s in inputs],
+                    input_source=source,
+                    load_ms=load_ms,
+                    first_run_ms=first_run_ms,
+                    latency_ms=stats,
+                    throughput_per_s=batch / stats.median * 1e3,
+                    peak_rss_mb=peak_rss_mb,
+                    metrics=quality[0],
+                    parity=quality[1],
+                    breakdown=quality[2],
+                    nonfinite_outputs=quality[3],
+                    session=session.info,
+                )
+            )
+    finally:
+        for session, _ in sessions.values():
+            session.close()
+    return rows
 
-    t0 = time.perf_counter()
-    session = rt.load(path, device=device, threads=threads, options=options)
-    load_ms = (time.perf_counter() - t0) * 1e3
-    with session:
-        size = _fixed_batch(session) or batch_size
-        feeds = _data_feeds(session, data, size) if data is not None else []
-        input_source = "evaluation data" if feeds else "random from input spec"
-        feeds = feeds or [random_feeds(session.inputs, size, seed)]
-        session.check_feeds(feeds[0])
-        t1 = time.perf_counter()
-        try:
-            session.run(feeds[0])
-        except Exception as e:  # the runtime's own message, without its traceback
-            shapes = {k: list(v.shape) for k, v in feeds[0].items()}
-            raise InputError(f"{path}: {runtime} failed to run it on {input_source} {shapes}: {first_line(e)}") from e
-        first_run_ms = (time.perf_counter() - t1) * 1e3
 
-        samples = time_runs(session, feeds, warmup, runs, max_seconds)
-        peak_rss_mb = _peak_rss_mb()  # before evaluation, which runs larger batches
-        stats = latency_stats(samples)
-        metrics, par = evaluate(session, data) if data is not None else ({}, None)
-        info = session.info
-    actual_batch = size
-    row: dict[str, Any] = {
-        "artifact": artifact or describe_file(path, fmt),
-        "runtime": runtime,
-        "runtime_version": rt.version(),
-        "device": device,
-        "threads": threads,
-        "batch_size": actual_batch,
-        "status": "ok",
-        "inputs": [s.model_dump(exclude_none=True) for s in session.inputs],
-        "input_source": input_source,
-        "load_ms": load_ms,
-        "first_run_ms": first_run_ms,
-        "latency_ms": stats,
-        "throughput_per_s": actual_batch / stats["median"] * 1e3,
-        "peak_rss_mb": peak_rss_mb,
-        "metrics": metrics,
-        "parity": par,
-        "session": info,
-    }
+def benchmark_model(
+    path: str | Path,
+    runtime: str | None = None,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+    batch_size: int = 1,
+    sequence_length: int | None = None,
+    warmup: int = 20,
+    runs: int = 300,
+    max_seconds: float = 30.0,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> ResultRow:
+    """Benchmark any model file (or edgepipe artifact folder) on synthetic inputs: one results row.
+    ``runtime`` defaults to the format's usual one.
+
+    >>> row = benchmark_model("model.onnx", threads=2, runs=200)      # doctest: +SKIP
+    >>> row.latency_ms.median, row.latency_ms.ci95                      # doctest: +SKIP
+    """
+    resolved = resolve_model_path(path)
+    fmt = detect_format(resolved)  # its errors name the file already
+    try:
+        name = runtime or default_runtime(fmt)
+        runtime_class(name)
+    except InputError as e:
+        raise InputError(f"{resolved}: {e}" if runtime is None else f"--runtime: {e}") from None
+    [row] = benchmark(
+        resolved,
+        name,
+        points=[Point(threads, batch_size, sequence_length)],
+        device=device,
+        warmup=warmup,
+        runs=runs,
+        max_seconds=max_seconds,
+        options=options,
+        seed=seed,
+    )
+    row.name = row.artifact.name or resolved.stem
     return row
 
 

@@ -1,7 +1,8 @@
-"""Results: comparisons within one run, and renderings of the one JSON contract (table, Markdown, CSV).
+"""Comparisons within one run, and renderings of the one JSON contract (table, Markdown, CSV).
 
-``results.json`` = ``{"schema_version", "recipe", "environment", "results": [row, ...], "notes"}``.
-Every rendering is made from those rows; nothing is measured here.
+``results.json`` = ``{"schema_version", "recipe", "task", "environment", "results": [row, ...], "notes",
+"wall_seconds"}``. The task kind says which metric and parity columns a table has; nothing is
+measured here.
 """
 
 from __future__ import annotations
@@ -13,66 +14,69 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edgepipe.artifact import atomic_write_text
 from edgepipe.benchmarks.stats import speedup
-
-RESULTS_SCHEMA_VERSION = 1
-
-
-def _same_setup(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return all(a.get(k) == b.get(k) for k in ("runtime", "device", "threads", "batch_size"))
+from edgepipe.files import atomic_write_text
+from edgepipe.results import Comparison, ResultRow
+from edgepipe.tasks import Measure, Task
 
 
-def fp32_baseline(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The FP32 row this quantized row was made from (its parent artifact), measured the same way.
+def fp32_baseline(row: ResultRow, rows: list[ResultRow]) -> ResultRow | None:
+    """The FP32 row this row's artifact was made from (its parent), measured the same way.
 
-    Pairing by lineage, not by format name, keeps two ONNX exports' INT8 variants apart. Rows of
-    bare files (no lineage) pair by format.
+    Pairing by lineage, not by format name, keeps two ONNX exports' INT8 variants apart. Rows of bare
+    files (no lineage) pair by format.
     """
-    parent = row["artifact"].get("parent_sha256")
+    parent = row.artifact.parent_sha256
     for b in rows:
-        a = b["artifact"]
-        if b.get("status") != "ok" or a.get("precision") != "fp32" or not _same_setup(b, row):
+        a = b.artifact
+        if b.status != "ok" or a.precision != "fp32" or not b.same_setup(row):
             continue
-        if (a.get("sha256") == parent) if parent else (a.get("format") == row["artifact"].get("format")):
+        if (a.sha256 == parent) if parent else (a.format == row.artifact.format):
             return b
     return None
 
 
-def add_comparisons(rows: list[dict[str, Any]]) -> list[str]:
-    """Give each quantized row ``vs_fp32`` (speed-up, metric changes, size ratio) against its FP32
-    parent measured on the same runtime, device, threads and batch in this run; return notes."""
+def add_comparisons(rows: list[ResultRow], task: type[Task] | None = None) -> list[str]:
+    """Give each quantized row ``vs_fp32`` (speed-up, metric changes, size ratio) against its FP32 parent
+    measured on the same runtime, device, threads and shape in this run; return notes."""
     notes: list[str] = []
     for row in rows:
-        if row.get("status") != "ok" or row["artifact"].get("precision") in (None, "fp32"):
+        if row.status != "ok" or row.artifact.precision in (None, "fp32") or row.latency_ms is None:
             continue
         base = fp32_baseline(row, rows)
-        if base is None:
+        if base is None or base.latency_ms is None:
             continue
-        cmp = speedup(base["latency_ms"], row["latency_ms"])
-        cmp["baseline"] = row_label(base)
-        cmp["size_ratio"] = row["artifact"]["size_bytes"] / base["artifact"]["size_bytes"]
-        for metric, value in row.get("metrics", {}).items():
-            if metric in base.get("metrics", {}):
-                cmp[f"{metric}_delta"] = value - base["metrics"][metric]
-        row["vs_fp32"] = cmp
-        medians = f"median {row['latency_ms']['median']:.3f} vs {base['latency_ms']['median']:.3f} ms"
+        cmp = speedup(base.latency_ms.model_dump(), row.latency_ms.model_dump())
+        deltas = {f"{m}_delta": v - base.metrics[m] for m, v in row.metrics.items() if m in base.metrics}
+        row.vs_fp32 = Comparison(
+            baseline=base.label,
+            ratio=cmp["ratio"],
+            significant=cmp["significant"],
+            size_ratio=row.artifact.size_bytes / base.artifact.size_bytes,
+            **deltas,
+        )
+        medians = f"median {row.latency_ms.median:.3f} vs {base.latency_ms.median:.3f} ms"
         if not cmp["significant"]:
             verdict = f"no significant latency difference, x{cmp['ratio']:.2f}"
         elif cmp["ratio"] >= 1:
             verdict = f"{cmp['ratio']:.2f}x faster"
         else:
             verdict = f"SLOWER, x{cmp['ratio']:.2f}"
-        notes.append(f"{row_label(row)} vs {cmp['baseline']}: {verdict} ({medians}); size x{cmp['size_ratio']:.2f}.")
+        where = f" at {_point(row)}" if _point(row) else ""
+        notes.append(f"{row.label} vs {base.label}{where}: {verdict} ({medians}); size x{row.vs_fp32.size_ratio:.2f}.")
     for row in rows:
-        if row.get("status") != "ok":
-            notes.append(f"{row_label(row)}: {row.get('status')}: {row.get('error')}")
+        if row.status != "ok":
+            notes.append(f"{row.label}: {row.status}: {row.error}")
     return notes
 
 
-def row_label(row: dict[str, Any]) -> str:
-    a = row["artifact"] or {}
-    return f"{a.get('format')}/{a.get('precision') or '?'}@{row['runtime']}"
+def _point(row: ResultRow) -> str:
+    parts = []
+    if row.batch_size not in (None, 1):
+        parts.append(f"batch {row.batch_size}")
+    if row.sequence_length is not None:
+        parts.append(f"length {row.sequence_length}")
+    return ", ".join(parts)
 
 
 def _mb(n: float | None) -> str:
@@ -83,67 +87,61 @@ def _f(x: Any, fmt: str) -> str:
     return "" if x is None else format(x, fmt)
 
 
-COLUMNS = (
-    "format",
-    "precision",
-    "runtime",
-    "device",
-    "threads",
-    "size",
-    "accuracy",
-    "median ms",
-    "p90 ms",
-    "p99 ms",
-    "n",
-    "speed-up vs fp32",
-    "top-1 agree",
-    "max abs diff",
-    "status",
-)
+def columns(rows: list[ResultRow], task: type[Task] | None) -> list[tuple[str, Any]]:
+    """(header, row -> cell) for the table: the task kind's metrics before the latency, its parity
+    measures after; batch and sequence columns only when some row has them."""
+    metrics = task.metrics if task else ()
+    parity = task.parity_measures if task else ()
+
+    def measure(m: Measure, where: str) -> tuple[str, Any]:
+        return m.label, lambda r: _f((getattr(r, where) or {}).get(m.name), m.fmt)
+
+    def speed(r: ResultRow) -> str:
+        vs = r.vs_fp32
+        return "" if not vs else f"x{vs.ratio:.2f}" + ("" if vs.significant else " (n.s.)")
+
+    def lat(key: str) -> Any:
+        return lambda r: _f(getattr(r.latency_ms, key) if r.latency_ms else None, ".3f")
+
+    cols: list[tuple[str, Any]] = [
+        ("artifact", lambda r: r.name or r.artifact.name or f"{r.artifact.format}/{r.artifact.precision or '?'}"),
+        ("runtime", lambda r: r.runtime),
+        ("device", lambda r: str(r.device)),
+        ("threads", lambda r: str(r.threads or "auto")),
+    ]
+    if any(r.batch_size not in (None, 1) for r in rows):
+        cols.append(("batch", lambda r: str(r.batch_size or "")))
+    if any(r.sequence_length is not None for r in rows):
+        cols.append(("seq", lambda r: str(r.sequence_length or "")))
+    cols += [
+        ("size", lambda r: _mb(r.artifact.size_bytes)),
+        *(measure(m, "metrics") for m in metrics),
+        ("median ms", lat("median")),
+        ("p90 ms", lat("p90")),
+        ("p99 ms", lat("p99")),
+        ("n", lambda r: str(r.latency_ms.n) if r.latency_ms else ""),
+        ("speed-up vs fp32", speed),
+        *(measure(m, "parity") for m in parity),
+        ("status", lambda r: "gate failed" if r.gates and not r.gates.passed else r.status),
+    ]
+    return cols
 
 
-def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
-    out = []
-    for r in rows:
-        a, lat, par = r.get("artifact") or {}, r.get("latency_ms") or {}, r.get("parity") or {}
-        vs = r.get("vs_fp32")
-        spd = "" if not vs else f"x{vs['ratio']:.2f}" + ("" if vs["significant"] else " (n.s.)")
-        acc = (r.get("metrics") or {}).get("accuracy")
-        out.append(
-            [
-                str(a.get("format")),
-                str(a.get("precision") or "?"),
-                r["runtime"],
-                str(r.get("device")),
-                str(r.get("threads") or "auto"),
-                _mb(a.get("size_bytes")),
-                _f(acc, ".4f"),
-                _f(lat.get("median"), ".3f"),
-                _f(lat.get("p90"), ".3f"),
-                _f(lat.get("p99"), ".3f"),
-                str(lat.get("n", "")),
-                spd,
-                _f(par.get("top1_agreement"), ".4f"),
-                _f(par.get("max_abs_diff"), ".2e"),
-                "gate failed" if not (r.get("gates") or {}).get("passed", True) else r.get("status", "?"),
-            ]
-        )
-    return out
+def render_table(rows: list[ResultRow], task: type[Task] | None = None, markdown: bool = False) -> str:
+    cols = columns(rows, task)
+    body = [[cell(r) for _, cell in cols] for r in rows]
+    heads = [h for h, _ in cols]
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(heads)]
 
-
-def render_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
-    body = table_rows(rows)
-    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(COLUMNS)]
-
-    def line(cells: list[str] | tuple[str, ...]) -> str:
+    def line(cells: list[str]) -> str:
         padded = [c.ljust(w) for c, w in zip(cells, widths, strict=True)]
         return "| " + " | ".join(padded) + " |" if markdown else "  ".join(padded).rstrip()
 
     sep = ("|" + "|".join("-" * (w + 2) for w in widths) + "|") if markdown else "  ".join("-" * w for w in widths)
-    return "\n".join([line(COLUMNS), sep, *(line(b) for b in body)])
+    return "\n".join([line(heads), sep, *(line(b) for b in body)])
 
 
-def render_markdown(results: dict[str, Any]) -> str:
+def render_markdown(results: dict[str, Any], rows: list[ResultRow], task: type[Task] | None) -> str:
     env = results["environment"]
     cpu = env["cpu"]
     pk = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
@@ -157,7 +155,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- Measured: {env['timestamp']}. Latency is per call at the batch size shown, after warm-up; "
         "speed-ups compare medians within this run only; (n.s.) = the 95% intervals of the medians overlap.",
         "",
-        render_table(results["results"], markdown=True),
+        render_table(rows, task, markdown=True),
         "",
     ]
     if results.get("notes"):
@@ -165,78 +163,51 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-CSV_FIELDS = (
-    "name",
-    "format",
-    "precision",
-    "path",
-    "size_bytes",
-    "sha256",
-    "runtime",
-    "runtime_version",
-    "device",
-    "threads",
-    "batch_size",
-    "status",
-    "accuracy",
-    "latency_n",
-    "latency_mean_ms",
-    "latency_median_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "latency_ci95_low_ms",
-    "latency_ci95_high_ms",
-    "load_ms",
-    "peak_rss_mb",
-    "speedup_vs_fp32",
-    "speedup_significant",
-    "top1_agreement",
-    "max_abs_diff",
-    "error",
-)
-
-
-def render_csv(rows: list[dict[str, Any]]) -> str:
+def render_csv(rows: list[ResultRow], task: type[Task] | None) -> str:
+    measures = [*(task.metrics if task else ()), *(task.parity_measures if task else ())]
+    fields = [
+        "name", "format", "precision", "path", "size_bytes", "sha256", "runtime", "runtime_version", "device",
+        "threads", "batch_size", "sequence_length", "status", *(m.name for m in measures), "latency_n",
+        "latency_mean_ms", "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_ci95_low_ms",
+        "latency_ci95_high_ms", "load_ms", "peak_rss_mb", "speedup_vs_fp32", "speedup_significant", "error",
+    ]  # fmt: skip
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for r in rows:
-        a, lat, par, vs = (
-            r.get("artifact") or {},
-            r.get("latency_ms") or {},
-            r.get("parity") or {},
-            r.get("vs_fp32") or {},
-        )
-        ci = lat.get("ci95") or [None, None]
+        a, lat, vs = r.artifact, r.latency_ms, r.vs_fp32
+        ci: list[float | None] = [None, None]
+        if lat and lat.ci95:
+            ci = [lat.ci95[0], lat.ci95[1]]
+        values = {**(r.parity or {}), **r.metrics}
         w.writerow(
             {
-                "name": r.get("name"),
-                "format": a.get("format"),
-                "precision": a.get("precision"),
-                "path": a.get("path"),
-                "size_bytes": a.get("size_bytes"),
-                "sha256": a.get("sha256"),
-                "runtime": r["runtime"],
-                "runtime_version": r.get("runtime_version"),
-                "device": r.get("device"),
-                "threads": r.get("threads"),
-                "batch_size": r.get("batch_size"),
-                "status": r.get("status"),
-                "accuracy": (r.get("metrics") or {}).get("accuracy"),
-                "latency_n": lat.get("n"),
-                "latency_mean_ms": lat.get("mean"),
-                "latency_median_ms": lat.get("median"),
-                "latency_p90_ms": lat.get("p90"),
-                "latency_p99_ms": lat.get("p99"),
+                "name": r.name,
+                "format": a.format,
+                "precision": a.precision,
+                "path": a.path,
+                "size_bytes": a.size_bytes,
+                "sha256": a.sha256,
+                "runtime": r.runtime,
+                "runtime_version": r.runtime_version,
+                "device": r.device,
+                "threads": r.threads,
+                "batch_size": r.batch_size,
+                "sequence_length": r.sequence_length,
+                "status": r.status,
+                **{m.name: values.get(m.name) for m in measures},
+                "latency_n": lat.n if lat else None,
+                "latency_mean_ms": lat.mean if lat else None,
+                "latency_median_ms": lat.median if lat else None,
+                "latency_p90_ms": lat.p90 if lat else None,
+                "latency_p99_ms": lat.p99 if lat else None,
                 "latency_ci95_low_ms": ci[0],
                 "latency_ci95_high_ms": ci[1],
-                "load_ms": r.get("load_ms"),
-                "peak_rss_mb": r.get("peak_rss_mb"),
-                "speedup_vs_fp32": vs.get("ratio"),
-                "speedup_significant": vs.get("significant"),
-                "top1_agreement": par.get("top1_agreement"),
-                "max_abs_diff": par.get("max_abs_diff"),
-                "error": r.get("error"),
+                "load_ms": r.load_ms,
+                "peak_rss_mb": r.peak_rss_mb,
+                "speedup_vs_fp32": vs.ratio if vs else None,
+                "speedup_significant": vs.significant if vs else None,
+                "error": r.error,
             }
         )
     return buf.getvalue()
@@ -257,13 +228,15 @@ def to_json(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(_finite(obj), indent=indent, allow_nan=False) + "\n"
 
 
-def write_results(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+def write_results(
+    results: dict[str, Any], rows: list[ResultRow], task: type[Task] | None, out_dir: Path
+) -> dict[str, Path]:
     """Write results.md, results.csv, then results.json (each atomically); return their paths.
 
     results.json goes last: a reader that sees a new one can trust the other two are from the same run.
     """
     paths = {"json": out_dir / "results.json", "md": out_dir / "results.md", "csv": out_dir / "results.csv"}
-    atomic_write_text(paths["md"], render_markdown(results))
-    atomic_write_text(paths["csv"], render_csv(results["results"]))
-    atomic_write_text(paths["json"], to_json(results))
+    atomic_write_text(paths["md"], render_markdown(results, rows, task))
+    atomic_write_text(paths["csv"], render_csv(rows, task))
+    atomic_write_text(paths["json"], to_json({**results, "results": [r.to_dict() for r in rows]}))
     return paths

@@ -26,8 +26,9 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
     return (k - 1, n - k) if k >= 1 else None
 
 
-def median_ci95(samples: np.ndarray) -> tuple[float, float]:
-    """95% confidence interval of the median from order statistics (exact binomial, no normality assumed).
+def median_ci95(samples: np.ndarray) -> tuple[float, float] | None:
+    """95% confidence interval of the median from order statistics (exact binomial, no normality assumed),
+    or None when there are too few samples for one (fewer than 6): no interval is called 95% that is not.
 
     It treats runs as independent; consecutive latencies on a busy machine are not quite, so read
     it as the spread of this run's median, not a promise about the next run.
@@ -35,7 +36,7 @@ def median_ci95(samples: np.ndarray) -> tuple[float, float]:
     x = np.sort(np.asarray(samples, dtype=np.float64))
     ranks = median_ci_ranks(len(x))
     if ranks is None:
-        return float(x[0]), float(x[-1])  # too few runs for 95%: the whole range, which is wider
+        return None
     return float(x[ranks[0]]), float(x[ranks[1]])
 
 
@@ -45,7 +46,7 @@ def latency_stats(samples_ms: list[float] | np.ndarray) -> dict[str, Any]:
     if x.size == 0:
         raise ValueError("no latency samples")
     q25, median, q75, p90, p99 = np.percentile(x, [25, 50, 75, 90, 99])
-    lo, hi = median_ci95(x)
+    ci = median_ci95(x)
     return {
         "n": int(x.size),
         "mean": float(x.mean()),
@@ -56,16 +57,19 @@ def latency_stats(samples_ms: list[float] | np.ndarray) -> dict[str, Any]:
         "p99": float(p99),
         "max": float(x.max()),
         "iqr": float(q75 - q25),
-        "ci95": [lo, hi],
+        "ci95": list(ci) if ci else None,
     }
 
 
 def speedup(baseline: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
     """Ratio of medians (baseline / candidate: > 1 means the candidate is faster).
 
-    ``significant`` is False when the two medians' 95% intervals overlap: the difference may be noise.
+    ``significant`` is False when the two medians' 95% intervals overlap (the difference may be noise) or
+    when either has too few runs for an interval.
     """
     ratio = baseline["median"] / candidate["median"]
+    if not baseline.get("ci95") or not candidate.get("ci95"):
+        return {"ratio": float(ratio), "significant": False}
     b_lo, b_hi = baseline["ci95"]
     c_lo, c_hi = candidate["ci95"]
     return {"ratio": float(ratio), "significant": bool(c_hi < b_lo or b_hi < c_lo)}

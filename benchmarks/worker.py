@@ -1,9 +1,13 @@
-"""Run one benchmark in a fresh process: ``python -m edgepipe.benchmarks.worker ROW.json < job.json``.
+"""Run one benchmark job in a fresh process: ``python -m edgepipe.benchmarks.worker ROWS.json < job.json``.
 
-The job is a JSON object of ``benchmark_model`` keyword arguments plus ``path``, ``runtime`` and
-optional ``eval`` (paths of .npy files). The row is written to ROW.json, not stdout, which native
-libraries may write to at any time; errors become a row with ``status`` "unavailable" or "failed" and
-a one-line ``error``.
+A job is one model file on one runtime and device at one or more points::
+
+    {"path", "runtime", "device", "warmup", "runs", "max_seconds", "seed", "options", "artifact",
+     "points": [{"threads", "batch_size", "sequence_length", "feeds": "timing.npz" | null}, ...],
+     "eval": {"task": kind, "data": "eval.npz", "reference": "reference.npz" | null} | null}
+
+The rows are written to ROWS.json, not stdout, which native libraries may write to at any time;
+errors become rows with ``status`` "unavailable" or "failed" and a one-line ``error``.
 """
 
 from __future__ import annotations
@@ -15,63 +19,78 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
-
-from edgepipe.artifact import atomic_write_text
-from edgepipe.benchmarks.report import to_json
 from edgepipe.errors import EdgepipeError, UnavailableError, first_line
+from edgepipe.files import atomic_write_text
+from edgepipe.results import ArtifactRef, ResultRow, failed_row
 
 
-def _load_eval(spec: dict[str, Any] | None) -> Any:
-    """EvalData from {"inputs": {name: x.npy}, "labels": y.npy, "reference": ref.npy, "metric": name}."""
+def _evaluation(spec: dict[str, Any] | None) -> Any:
     if not spec:
         return None
-    from edgepipe.benchmarks.harness import EvalData
+    from edgepipe.benchmarks.harness import Evaluation
+    from edgepipe.tasks import EvalSet, task_class
+    from edgepipe.tasks.base import load_outputs
 
-    def load(path: str | None) -> np.ndarray | None:
-        return np.load(path, allow_pickle=False) if path else None
-
-    inputs = {name: np.load(path, allow_pickle=False) for name, path in spec["inputs"].items()}
-    return EvalData(inputs, load(spec.get("labels")), load(spec.get("reference")), spec.get("metric", "accuracy"))
-
-
-def failed_row(job: dict[str, Any], status: str, error: str) -> dict[str, Any]:
-    return {
-        "artifact": job.get("artifact"),
-        "runtime": job["runtime"],
-        "device": job.get("device", "cpu"),
-        "threads": job.get("threads"),
-        "batch_size": job.get("batch_size"),
-        "status": status,
-        "error": error,
-    }
+    reference = load_outputs(Path(spec["reference"])) if spec.get("reference") else None
+    return Evaluation(task_class(spec["task"]), EvalSet.load(Path(spec["data"])), reference)
 
 
-def run_job(job: dict[str, Any]) -> dict[str, Any]:
-    from edgepipe.benchmarks.harness import benchmark_model
+def _points(job: dict[str, Any]) -> list[Any]:
+    from edgepipe.benchmarks.harness import Point
+    from edgepipe.tasks import EvalSet
 
-    kwargs = {k: v for k, v in job.items() if k not in ("path", "runtime", "eval")}
+    return [
+        Point(
+            p.get("threads"),
+            p.get("batch_size", 1),
+            p.get("sequence_length"),
+            EvalSet.load(Path(p["feeds"])).batches if p.get("feeds") else None,
+        )
+        for p in job["points"]
+    ]
+
+
+def failed_rows(job: dict[str, Any], status: Literal["failed", "unavailable"], error: str) -> list[ResultRow]:
+    artifact = ArtifactRef.model_validate(job["artifact"])
+    return [failed_row(artifact, job["runtime"], job.get("device", "cpu"), status, error, **p) for p in job["points"]]
+
+
+def run_job(job: dict[str, Any]) -> list[ResultRow]:
+    from edgepipe.benchmarks.harness import benchmark
+
     try:
-        return benchmark_model(job["path"], job["runtime"], data=_load_eval(job.get("eval")), **kwargs)
+        return benchmark(
+            job["path"],
+            job["runtime"],
+            points=_points(job),
+            device=job.get("device", "cpu"),
+            warmup=job.get("warmup", 20),
+            runs=job.get("runs", 300),
+            max_seconds=job.get("max_seconds", 30.0),
+            options=job.get("options"),
+            evaluation=_evaluation(job.get("eval")),
+            artifact=ArtifactRef.model_validate(job["artifact"]) if job.get("artifact") else None,
+            seed=job.get("seed", 0),
+        )
     except UnavailableError as e:
-        return failed_row(job, "unavailable", str(e))
+        return failed_rows(job, "unavailable", str(e))
     except EdgepipeError as e:
-        return failed_row(job, "failed", str(e))
+        return failed_rows(job, "failed", str(e))
     except Exception as e:  # a runtime's own failure must not lose the other rows
-        return failed_row(job, "failed", f"{type(e).__name__}: {first_line(e)}")
+        return failed_rows(job, "failed", f"{type(e).__name__}: {first_line(e)}")
 
 
-def run_in_subprocess(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """Run a job in a fresh interpreter; a crash or time-out becomes a failed row, never an exception."""
+def run_in_subprocess(job: dict[str, Any], timeout_s: float) -> list[ResultRow]:
+    """Run a job in a fresh interpreter; a crash or time-out becomes failed rows, never an exception."""
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "0"}
     with tempfile.TemporaryDirectory(prefix="edgepipe-worker-") as tmp:
-        row_path = Path(tmp) / "row.json"
+        rows_path = Path(tmp) / "rows.json"
         try:
             # On any exception here (time-out, Ctrl-C, SIGTERM turned into KeyboardInterrupt) run() kills the worker.
             proc = subprocess.run(
-                [sys.executable, "-m", "edgepipe.benchmarks.worker", str(row_path)],
+                [sys.executable, "-m", "edgepipe.benchmarks.worker", str(rows_path)],
                 input=json.dumps(job),
                 capture_output=True,
                 text=True,
@@ -79,20 +98,20 @@ def run_in_subprocess(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
                 env=env,
             )
         except subprocess.TimeoutExpired:
-            return failed_row(job, "failed", f"benchmark did not finish within {timeout_s:.0f} s")
+            return failed_rows(job, "failed", f"benchmark did not finish within {timeout_s:.0f} s")
         try:
-            row: dict[str, Any] = json.loads(row_path.read_text())
-            return row
+            return [ResultRow.model_validate(r) for r in json.loads(rows_path.read_text())]
         except (OSError, ValueError):
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            return failed_row(job, "failed", f"benchmark process exited with code {proc.returncode}: {tail}")
+            return failed_rows(job, "failed", f"benchmark process exited with code {proc.returncode}: {tail}")
 
 
 def main() -> int:
     warnings.filterwarnings("ignore")
-    job = json.loads(sys.stdin.read())
-    row = run_job(job)
-    atomic_write_text(Path(sys.argv[1]), to_json(row))
+    rows = run_job(json.loads(sys.stdin.read()))
+    # NaN stays NaN between processes (a model that outputs NaN must fail its gates, not pass as null);
+    # results.json turns it into null.
+    atomic_write_text(Path(sys.argv[1]), json.dumps([r.to_dict() for r in rows]))
     return 0
 
 

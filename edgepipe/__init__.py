@@ -1,9 +1,9 @@
 """edgepipe: train, compress, export and benchmark models for edge devices, from one recipe.
 
 >>> import edgepipe
->>> result = edgepipe.run_recipe("recipes/quickstart.yaml")            # doctest: +SKIP
->>> row = edgepipe.benchmark_model("model.onnx", "onnxruntime", threads=2)  # doctest: +SKIP
->>> row["latency_ms"]["median"]                                         # doctest: +SKIP
+>>> result = edgepipe.run_recipe("recipes/quickstart.yaml", log=print)  # doctest: +SKIP
+>>> row = edgepipe.benchmark_model("model.onnx", threads=2)            # doctest: +SKIP
+>>> row.latency_ms.median                                               # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from edgepipe.artifact import Artifact, Manifest, load_artifact
     from edgepipe.benchmarks.harness import benchmark_model
-    from edgepipe.pipeline import RunResult, run_recipe
     from edgepipe.recipe import Recipe, load_recipe
+    from edgepipe.runner import RunResult, run_recipe
 
 # Public verbs, imported on first use so that `import edgepipe` stays light.
 _LAZY = {
-    "run_recipe": "edgepipe.pipeline",
-    "RunResult": "edgepipe.pipeline",
+    "run_recipe": "edgepipe.runner",
+    "RunResult": "edgepipe.runner",
     "load_recipe": "edgepipe.recipe",
     "Recipe": "edgepipe.recipe",
     "benchmark_model": "edgepipe.benchmarks.harness",

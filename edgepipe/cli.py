@@ -13,7 +13,7 @@ import traceback
 import warnings
 from typing import Any, NoReturn
 
-from edgepipe.errors import EdgepipeError, GateError, InputError, first_line
+from edgepipe.errors import EdgepipeError, GateError, UnavailableError, first_line
 from edgepipe.recipe import MAX_THREADS
 
 
@@ -42,9 +42,11 @@ _positive_seconds = _number(float, 1e-3, 86400.0, "seconds between 0.001 and 864
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edgepipe.pipeline import run_recipe
+    from edgepipe.runner import run_recipe
 
-    result = run_recipe(args.recipe, out_dir=args.out, force=args.force)
+    result = run_recipe(args.recipe, out_dir=args.out, force=args.force, log=print)
+    if result.unchecked:
+        raise UnavailableError(f"{result.unchecked} (see {result.paths['md']})")
     if result.gate_failures:
         first = result.gate_failures[0]
         raise GateError(
@@ -54,71 +56,50 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from edgepipe.artifact import resolve_model_path
     from edgepipe.benchmarks.harness import benchmark_model
     from edgepipe.benchmarks.report import render_table
     from edgepipe.environment import describe_environment
-    from edgepipe.formats import detect_format
-    from edgepipe.runtimes import default_runtime, runtime_class
 
-    path = resolve_model_path(args.model)
-    fmt = detect_format(path)  # its errors name the file already
-    try:
-        runtime = args.runtime or default_runtime(fmt)
-        runtime_class(runtime)
-    except InputError as e:
-        raise InputError(f"{path}: {e}" if args.runtime is None else f"--runtime: {e}") from None
     row = benchmark_model(
-        path,
-        runtime,
+        args.model,
+        args.runtime,
         device=args.device,
         threads=args.threads,
         batch_size=args.batch_size,
+        sequence_length=args.seq_len,
         warmup=args.warmup,
         runs=args.runs,
         max_seconds=args.max_seconds,
     )
-    row = {"name": row["artifact"].get("name") or path.stem, **row, "environment": describe_environment()}
+    environment = describe_environment()
     if args.json:
-        print(json.dumps(row, indent=2))
+        print(json.dumps({**row.to_dict(), "environment": environment}, indent=2))
     else:
-        lat = row["latency_ms"]
+        lat = row.latency_ms
+        assert lat is not None  # benchmark_model raises rather than return a row without timings
+        ci = f"95% CI of median [{lat.ci95[0]:.3f}, {lat.ci95[1]:.3f}] ms" if lat.ci95 else "too few runs for a 95% CI"
         print(render_table([row]))
         print(
-            f"\nload {row['load_ms']:.1f} ms, first run {row['first_run_ms']:.2f} ms, mean {lat['mean']:.3f} ms, "
-            f"95% CI of median [{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}] ms, peak RSS {row['peak_rss_mb']:.0f} MB; "
-            f"inputs: {row['input_source']}; CPU: {row['environment']['cpu']['model']}"
+            f"\nload {row.load_ms:.1f} ms, first run {row.first_run_ms:.2f} ms, mean {lat.mean:.3f} ms, "
+            f"{ci}, peak RSS {row.peak_rss_mb:.0f} MB; inputs: {row.input_source}; CPU: {environment['cpu']['model']}"
         )
     return 0
 
 
 def cmd_runtimes(args: argparse.Namespace) -> int:
-    from edgepipe.runtimes import RUNTIMES, get_runtime
+    from edgepipe.runtimes import describe_runtimes
 
-    report: list[dict[str, Any]] = []
-    for name in RUNTIMES:
-        rt = get_runtime(name)
-        reason = rt.unavailable_reason()
-        report.append(
-            {
-                "runtime": name,
-                "formats": list(rt.formats),
-                "available": reason is None,
-                "version": rt.version(),
-                "devices": rt.devices() if reason is None else [],
-                "reason": reason,
-            }
-        )
+    report = describe_runtimes()
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        for r in report:
-            state = (
-                f"version {r['version']}, devices: {', '.join(r['devices'])}"
-                if r["available"]
-                else f"unavailable: {r['reason']}"
-            )
-            print(f"{r['runtime']:<12} formats: {', '.join(r['formats']):<16} {state}")
+        return 0
+    for r in report:
+        state = (
+            f"version {r['version']}, devices: {', '.join(r['devices'])}"
+            if r["available"]
+            else f"unavailable: {r['reason']}"
+        )
+        print(f"{r['runtime']:<12} formats: {', '.join(r['formats']):<16} {state}")
     return 0
 
 
@@ -141,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", help="device: cpu, cuda, gpu, ... (default: cpu)")
     bench.add_argument("--threads", type=_threads, help="threads for the runtime (default: its own)")
     bench.add_argument("--batch-size", type=_positive_int, default=1, help="batch for dynamic batch dims")
+    bench.add_argument("--seq-len", type=_positive_int, help="length for dynamic sequence dims (default: 32)")
     bench.add_argument("--warmup", type=_non_negative_int, default=20, help="untimed warm-up runs (default: 20)")
     bench.add_argument("--runs", type=_positive_int, default=300, help="timed runs (default: 300)")
     bench.add_argument("--max-seconds", type=_positive_seconds, default=30.0, help="stop timing after this long")

@@ -69,19 +69,26 @@ def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str
 
 
 def code_fingerprint(*modules: str) -> str:
-    """Short hash of the code of the named modules: part of a stage's cache key, so editing the code
-    that builds an artifact invalidates it even when edgepipe's version number did not change.
-    Comments, docstrings and formatting do not count (the hash is over the syntax tree)."""
+    """Short hash of the code of the named modules (a package counts with every module in it): part of a
+    stage's cache key, so editing the code that builds an artifact invalidates it even when edgepipe's
+    version number did not change. Comments, docstrings and formatting do not count (the hash is over
+    the syntax tree)."""
     import ast
     import hashlib
     import importlib.util
 
-    h = hashlib.sha256()
+    files: list[Path] = []
     for name in modules:
         spec = importlib.util.find_spec(name)
-        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        if spec is None or not spec.origin:
             continue
-        tree = ast.parse(Path(spec.origin).read_text())
+        if spec.submodule_search_locations:
+            files += sorted(p for loc in spec.submodule_search_locations for p in Path(loc).rglob("*.py"))
+        elif spec.origin.endswith(".py"):
+            files.append(Path(spec.origin))
+    h = hashlib.sha256()
+    for path in dict.fromkeys(files):
+        tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
             first = body[0] if isinstance(body, list) and body else None

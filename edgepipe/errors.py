@@ -43,10 +43,23 @@ class GateError(EdgepipeError):
 _LOCATION_ONLY = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:?|FrontEnd API failed.*)$")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception a library wrapped: usually the one that says what is wrong (torch's
+    exporter wraps "dynamic_shapes do not match the inputs" in "Failed to export the model")."""
+    seen = {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+    return exc
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first informative line of an exception's message, trimmed: third-party errors are often
-    pages long and may open with a native source location."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    pages long, colored, and may open with a native source location."""
+    lines = [_ANSI.sub("", line).strip() for line in str(exc).splitlines() if line.strip()]
     informative = [line for line in lines if not _LOCATION_ONLY.match(line)]
     line = (informative or lines or [type(exc).__name__])[0]
     return line if len(line) <= limit else line[: limit - 3] + "..."

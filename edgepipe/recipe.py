@@ -1,116 +1,81 @@
-"""The recipe: one YAML file that says what to train, how to compress and export it, and how to measure.
+"""The recipe: one YAML file that says where the model comes from, how to change and export it, and how
+to measure it.
 
-Every section is a pydantic model with ``extra="forbid"``: a misspelt or wrong-typed field is an error
-that names the file and the field, e.g. ``recipe.yaml: benchmark.threads: Input should be a valid
-integer (got 'two')``.
+Sections name a registered kind and that kind's own config class validates the rest: ``task.kind``
+(``edgepipe.tasks``), ``source.kind`` and ``stages[].stage`` (``edgepipe.stage``), ``targets[].format``
+and ``quantize[].method`` (``edgepipe.export``); ``gates`` belong to the task kind. Unknown fields are
+errors that name the file and the field, e.g. ``recipe.yaml: benchmark.threads: Input should be a
+valid integer (got 'two')``. Validation imports no torch and no runtime.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from edgepipe.configs import (
+    Section,
+    SourceConfig,
+    StageConfig,
+    TargetConfig,
+    TaskConfig,
+    pick_registered,
+    validate_as,
+    validation_message,
+)
 from edgepipe.errors import InputError, first_line
 from edgepipe.formats import FORMATS
 
-DIGITS_SAMPLES = 1797  # sklearn.datasets.load_digits
 # Beyond this a runtime spends its time creating threads (onnxruntime hangs at 100000).
 MAX_THREADS = 256
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TaskConfig(Section):
-    """The dataset and metric. ``digits`` is scikit-learn's offline 8x8 digits, upsampled."""
-
-    name: Literal["digits"] = "digits"
-    image_size: int = Field(32, ge=8, le=128)
-    test_size: int = Field(360, ge=10)
-    calibration_size: int = Field(300, ge=10, description="at least one sample per class (stratified)")
-
-    @model_validator(mode="after")
-    def _leaves_training_data(self) -> TaskConfig:
-        if self.test_size + self.calibration_size > DIGITS_SAMPLES - 100:
-            raise ValueError(
-                f"test_size + calibration_size must leave at least 100 of the {DIGITS_SAMPLES} samples for training"
-            )
-        return self
-
-
-class ModelConfig(Section):
-    """A registered model family and its parameters (validated by the family)."""
-
-    family: str = "cnn"
-    params: dict[str, Any] = {}
-
-
-class TrainConfig(Section):
-    epochs: int = Field(5, ge=0)
-    batch_size: int = Field(64, ge=1)
-    learning_rate: float = Field(2e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-
-
-class QuantizeConfig(Section):
-    """Post-training quantization, done by the target format's own tool (onnxruntime, NNCF, ...)."""
-
-    precision: Literal["int8"] = "int8"
-    method: Literal["static", "dynamic"] = "static"
-    per_channel: bool = True
-    # None: the tool's best default. onnxruntime: uint8, which runs much faster than int8 on x86
-    # (signed activations were measured up to 5x slower); NNCF chooses per layer itself.
-    activation_type: Literal["uint8", "int8"] | None = None
-    weight_type: Literal["int8", "uint8"] = "int8"
-    calibration_samples: int | None = Field(None, ge=1, description="default: the whole calibration split")
-    # 7-bit weights: onnxruntime's advice for x86 CPUs without VNNI (AVX2 only), whose u8 x s8 kernels
-    # can saturate int16 intermediates. Costs a little accuracy where it is not needed.
-    reduce_range: bool = False
-
-
-class TargetConfig(Section):
-    """An export format; FP32 is always exported, each ``quantize`` entry adds a quantized variant."""
-
-    format: str
-    quantize: list[QuantizeConfig] = []
-    opset: int | None = Field(None, ge=13)
-    exporter: Literal["dynamo", "torchscript"] = "dynamo"
-
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, v: str) -> str:
-        from edgepipe.export import BACKENDS
-
-        if v not in FORMATS:
-            raise ValueError(f"unknown format '{v}' (known: {', '.join(FORMATS)})")
-        if v not in BACKENDS:
-            raise ValueError(f"format '{v}' has no exporter yet (exportable: {', '.join(BACKENDS)})")
-        return v
-
-    @model_validator(mode="after")
-    def _tools_support(self) -> TargetConfig:
-        from edgepipe.export import backend
-
-        backend(self.format)[1].validate(self)  # the format's own rules, e.g. what NNCF can do
-        return self
+def _as_list(v: Any) -> Any:
+    return [v] if isinstance(v, int) and not isinstance(v, bool) else v
 
 
 class BenchmarkConfig(Section):
-    threads: int = Field(2, ge=1, le=MAX_THREADS)
-    batch_size: int = Field(1, ge=1)
+    """What to measure. ``threads``, ``batch_size`` and ``sequence_lengths`` may be lists: every
+    combination is a benchmark point and a row of its own."""
+
+    threads: list[int] = Field([2], min_length=1)
+    batch_size: list[int] = Field([1], min_length=1)
+    sequence_lengths: list[int] | None = Field(None, min_length=1, description="text tasks; default: the task's")
     warmup: int = Field(20, ge=0)
     runs: int = Field(300, ge=5)
-    max_seconds: float = Field(30.0, gt=0, description="per artifact; stops early after this much timing")
+    max_seconds: float = Field(30.0, gt=0, description="per benchmark point; stops early after this much timing")
     devices: list[str] = ["cpu"]
     reference: bool = Field(True, description="also benchmark the torch model itself")
     # Extra runtimes per format beyond the format's default one, e.g. {"onnx": ["onnxruntime", "openvino"]}.
     runtimes: dict[str, list[str]] = {}
     timeout_s: float = Field(600, gt=0, description="per artifact benchmark process")
+
+    _lists = field_validator("threads", "batch_size", mode="before")(_as_list)
+
+    @field_validator("threads")
+    @classmethod
+    def _thread_range(cls, v: list[int]) -> list[int]:
+        if bad := [t for t in v if not 1 <= t <= MAX_THREADS]:
+            raise ValueError(f"thread counts go from 1 to {MAX_THREADS}, got {bad[0]}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("batch_size", "sequence_lengths")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (bad := [n for n in v if n < 1]):
+            raise ValueError(f"must be >= 1, got {bad[0]}")
+        return None if v is None else list(dict.fromkeys(v))
 
     @field_validator("runtimes")
     @classmethod
@@ -128,65 +93,154 @@ class BenchmarkConfig(Section):
         return v
 
 
-class GatesConfig(Section):
-    """Quality gates. A failed gate makes ``edgepipe run`` exit 4 after writing the results."""
+def _default_task() -> TaskConfig:
+    from edgepipe.tasks import DEFAULT_KIND, task_class
 
-    fp32_min_top1_agreement: float = Field(1.0, ge=0, le=1)
-    fp32_max_abs_diff: float = Field(1e-3, ge=0)
-    quantized_min_top1_agreement: float = Field(0.95, ge=0, le=1)
-    quantized_max_accuracy_drop: float = Field(0.01, ge=0, le=1)
+    return task_class(DEFAULT_KIND).Config.model_validate({})
+
+
+def _default_source() -> SourceConfig:
+    from edgepipe.stage import SOURCES
+
+    source: SourceConfig = SOURCES["train"].config_class()()  # type: ignore[assignment]
+    return source
 
 
 class Recipe(Section):
     version: Literal[1] = 1
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
-    task: TaskConfig = TaskConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    targets: list[TargetConfig] = []
+    task: SerializeAsAny[TaskConfig] = Field(default_factory=_default_task)
+    source: SerializeAsAny[SourceConfig] = Field(default_factory=_default_source)
+    stages: list[SerializeAsAny[StageConfig]] = []
+    targets: list[SerializeAsAny[TargetConfig]] = []
     benchmark: BenchmarkConfig = BenchmarkConfig()
-    gates: GatesConfig = GatesConfig()
+    gates: SerializeAsAny[Section] = Field(default_factory=Section, validate_default=True)
     output_dir: str | None = Field(None, description="default: runs/<name>, relative to the working directory")
 
-    @field_validator("targets")
+    # The recipe file's folder: relative paths in sources (a module file, weights) start there.
+    _base_dir: Path = PrivateAttr(default_factory=Path)
+
+    @field_validator("task", mode="before")
     @classmethod
-    def _one_target_per_format(cls, v: list[TargetConfig]) -> list[TargetConfig]:
-        formats = [t.format for t in v]
+    def _task_kind(cls, v: Any) -> TaskConfig:
+        from edgepipe.tasks import DEFAULT_KIND, TASK_KINDS, task_class
+
+        if isinstance(v, TaskConfig):
+            return v
+        kind = pick_registered(v, "kind", TASK_KINDS, "task kind", DEFAULT_KIND)
+        return validate_as(task_class(kind).Config, v)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_kind(cls, v: Any) -> SourceConfig:
+        from edgepipe.stage import SOURCES
+
+        if isinstance(v, SourceConfig):
+            return v
+        kind = pick_registered(v, "kind", SOURCES, "model source")
+        return validate_as(SOURCES[kind].config_class(), v)  # type: ignore[return-value]
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_kinds(cls, v: Any) -> Any:
+        from edgepipe.stage import STAGES
+
+        if not isinstance(v, list):
+            return v
+        out = []
+        for i, entry in enumerate(v):
+            if isinstance(entry, StageConfig):
+                out.append(entry)
+                continue
+            try:
+                name = pick_registered(entry, "stage", STAGES, "stage")
+            except ValueError as e:
+                raise ValueError(f"{i}.{e}") from None
+            out.append(validate_as(STAGES[name].config_class(), entry, str(i)))  # type: ignore[arg-type]
+        return out
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _target_formats(cls, v: Any) -> Any:
+        from edgepipe.export import BACKENDS, target_class
+
+        if not isinstance(v, list):
+            return v
+        out = []
+        for i, entry in enumerate(v):
+            if isinstance(entry, TargetConfig):
+                out.append(entry)
+                continue
+            try:
+                if isinstance(entry, dict) and entry.get("format") in FORMATS and entry["format"] not in BACKENDS:
+                    raise ValueError(
+                        f"format: '{entry['format']}' has no exporter yet (exportable: {', '.join(BACKENDS)})"
+                    )
+                fmt = pick_registered(entry, "format", BACKENDS, "format")
+            except ValueError as e:
+                raise ValueError(f"{i}.{e}") from None
+            out.append(validate_as(target_class(fmt), entry, str(i)))
+        formats = [t.format for t in out]
         if dup := next((f for f in formats if formats.count(f) > 1), None):
             raise ValueError(f"format '{dup}' appears twice: list its quantize variants under one target")
-        return v
+        return out
+
+    @field_validator("gates", mode="before")
+    @classmethod
+    def _task_gates(cls, v: Any, info: ValidationInfo) -> Section:
+        from edgepipe.tasks import task_class
+
+        task = info.data.get("task")
+        if task is None:  # the task failed validation; that error is the one reported
+            return Section()
+        if isinstance(v, Section):
+            v = v.model_dump()
+        gates: Section = validate_as(task_class(task.kind).Gates, {} if v is None else v)
+        return gates
+
+    @model_validator(mode="after")
+    def _source_fits_task(self) -> Recipe:
+        from edgepipe.tasks import task_class
+
+        if self.source.kind == "train" and not task_class(self.task.kind).trainable:
+            raise ValueError(f"source.kind: the {self.task.kind} task has no training data; load a pretrained model")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
 
 
-def format_validation_error(source: str, err: ValidationError, prefix: tuple[str, ...] = ()) -> str:
+def format_validation_error(source: str, err: ValidationError) -> str:
     """One line: ``source: field.path: message (got value)``, plus a count of further errors."""
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in (*prefix, *first["loc"])) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown field"
-    if first["type"] == "value_error":
-        msg = msg.removeprefix("Value error, ")
-        sub, sep, rest = msg.partition(": ")
-        if sep and re.fullmatch(r"[A-Za-z_][\w]*(\.\w+)*", sub):  # "quantize.0.method: ..." names a sub-field
-            loc, msg = f"{loc}.{sub}", rest
-    got = first.get("input")
-    quiet = ("missing", "extra_forbidden", "value_error")
-    shown = "" if first["type"] in quiet or isinstance(got, (dict, list)) else f" (got {got!r})"
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: {loc}: {msg}{shown}{more}"
+    return f"{source}: {validation_message(err)}"
 
 
-def parse_recipe(data: Any, source: str = "<recipe>") -> Recipe:
+def _hint(data: dict[str, Any]) -> str | None:
+    """A pointer for recipes written for edgepipe 0.1, whose model section became ``source``."""
+    if "model" in data or "train" in data:
+        return "model/train: these sections became `source: {kind: train, family: ..., params: ..., epochs: ...}`"
+    return None
+
+
+def parse_recipe(data: Any, source: str = "<recipe>", base_dir: Path | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise InputError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    if hint := _hint(data):
+        raise InputError(f"{source}: {hint}")
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as e:
         raise InputError(format_validation_error(source, e)) from None
-    from edgepipe.models import validate_model_config  # the family validates its own params
+    recipe._base_dir = base_dir or Path()
+    if recipe.source.kind == "train":  # the family checks its own params (it is torch code: exit 3 without torch)
+        from edgepipe.models import validate_params
 
-    validate_model_config(recipe.model, source)
+        try:
+            validate_params(recipe.source.family, recipe.source.params)  # type: ignore[attr-defined]
+        except InputError as e:
+            raise InputError(f"{source}: {e}") from None
     return recipe
 
 
@@ -206,4 +260,4 @@ def load_recipe(path: str | Path) -> Recipe:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or first_line(e)
         raise InputError(f"{p}: invalid YAML{where}: {problem}") from None
-    return parse_recipe(data, str(p))
+    return parse_recipe(data, str(p), p.parent)

@@ -1,45 +1,144 @@
-"""What every stage gets besides its parent artifact and its config: the task's data and the seed.
+"""Stage kinds and what every stage gets besides its parents and its config.
 
-Stages share one signature, ``(parent: Artifact, config, out_dir: Path, ctx: StageContext) -> StageOutput``,
-so exporters, quantizers and (next) torch-side compression plug into the runner the same way.
+Every stage has one verb, ``apply(parents, config, out_dir, ctx) -> StageOutput``: ``parents`` maps a
+role to an artifact ("model" is the one being transformed; a distilled student also has a "teacher").
+A recipe's chain is: one **source** (where the torch model comes from) -> any number of torch-side
+**stages** -> per target an **export** -> its **quantize** variants. Sources and torch-side stages are
+registered here by name; export formats and their quantizers in ``edgepipe.export.BACKENDS``.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from edgepipe.configs import Section
+from edgepipe.errors import InputError
+from edgepipe.tensors import Feeds
 
 if TYPE_CHECKING:
     from edgepipe.artifact import Artifact
-    from edgepipe.tasks import Task
+    from edgepipe.store import Parents, StageOutput
+    from edgepipe.tasks import Preprocessor, Task
+
+Log = Callable[[str], None]
+
+
+def silent(_: str) -> None:
+    """The default log: the API prints nothing unless asked."""
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """A registered stage: its config class, its verb, and what keys its cache besides config and parents."""
+
+    config: str  # "module:Class", importable without torch (recipes validate without it)
+    apply: str  # "module:function", (parents, config, out_dir, ctx) -> StageOutput
+    tools: tuple[str, ...]  # distributions whose versions key the cache
+    code: tuple[str, ...]  # modules whose code keys the cache
+
+    def config_class(self) -> type[Section]:
+        module, _, name = self.config.partition(":")
+        found: type[Section] = getattr(importlib.import_module(module), name)
+        return found
+
+    def verb(self) -> Callable[[Parents, Any, Path, StageContext], StageOutput]:
+        module, _, name = self.apply.partition(":")
+        found: Callable[[Parents, Any, Path, StageContext], StageOutput] = getattr(
+            importlib.import_module(module), name
+        )
+        return found
+
+
+_TORCH = ("edgepipe", "torch", "numpy", "safetensors")
+_MODEL_CODE = ("edgepipe.models", "edgepipe.store", "edgepipe.stage")
+
+SOURCES: dict[str, StageKind] = {
+    "train": StageKind(
+        "edgepipe.models.train:TrainSource",
+        "edgepipe.models.train:train_source",
+        (*_TORCH, "scikit-learn", "tokenizers"),
+        (*_MODEL_CODE, "edgepipe.models.train", "edgepipe.text"),
+    ),
+    "huggingface": StageKind(
+        "edgepipe.models.huggingface:HuggingFaceSource",
+        "edgepipe.models.huggingface:load_huggingface",
+        (*_TORCH, "transformers", "tokenizers"),
+        (*_MODEL_CODE, "edgepipe.models.huggingface"),
+    ),
+    "module": StageKind(
+        "edgepipe.models.user_module:ModuleSource",
+        "edgepipe.models.user_module:load_module_source",
+        _TORCH,
+        (*_MODEL_CODE, "edgepipe.models.user_module"),
+    ),
+}
+
+# Torch-side stages between the source and the exports (pruning, distillation and QAT register here too).
+STAGES: dict[str, StageKind] = {
+    "finetune": StageKind(
+        "edgepipe.models.train:Finetune",
+        "edgepipe.models.train:finetune_stage",
+        _TORCH,
+        (*_MODEL_CODE, "edgepipe.models.train"),
+    ),
+}
 
 
 @dataclass
 class StageContext:
+    """The run's task, seed and log, the recipe's folder, and per-run caches of loaded models."""
+
     task: Task
     seed: int
+    base_dir: Path = Path()
+    log: Log = silent
     _modules: dict[str, Any] = field(default_factory=dict, repr=False)
+    _preprocessors: dict[str, Preprocessor] = field(default_factory=dict, repr=False)
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path from the recipe: relative ones start at the recipe's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
 
     def torch_module(self, artifact: Artifact) -> Any:
         """A fresh copy of a torch artifact's module (loaded once per run): a stage may mutate it."""
         if artifact.sha256 not in self._modules:
             from edgepipe.models import load_torch_model
 
-            self._modules[artifact.sha256] = load_torch_model(artifact.manifest.model, artifact.model_file)
+            self._modules[artifact.sha256] = load_torch_model(artifact)
         return copy.deepcopy(self._modules[artifact.sha256])
 
-    def example_inputs(self, n: int = 2) -> dict[str, np.ndarray]:
-        """``n`` calibration samples by input name: example inputs for tracing exporters."""
-        return {k: np.ascontiguousarray(v[:n]) for k, v in self.task.feeds(self.task.calibration).items()}
+    def preprocessor(self, artifact: Artifact) -> Preprocessor:
+        """How the task's data become this artifact's feeds: its inputs, its tokenizer, its maximum length."""
+        if artifact.sha256 not in self._preprocessors:
+            from edgepipe.tasks import Preprocessor
 
-    def calibration_batches(self, batch_size: int = 1, limit: int | None = None) -> list[dict[str, np.ndarray]]:
-        """The calibration split (its first ``limit`` samples) as feed dicts of ``batch_size``."""
-        feeds = self.task.feeds(self.task.calibration)
-        total = len(self.task.calibration) if limit is None else min(limit, len(self.task.calibration))
-        return [
-            {k: np.ascontiguousarray(v[i : min(i + batch_size, total)]) for k, v in feeds.items()}
-            for i in range(0, total, batch_size)
-        ]
+            block = artifact.manifest.preprocessing
+            tokenizer = None
+            if name := block.get("tokenizer", {}).get("file"):
+                from edgepipe.text import Tokenizer
+
+                tokenizer = Tokenizer.from_file(artifact.file(name))
+            self._preprocessors[artifact.sha256] = Preprocessor(
+                artifact.manifest.inputs, tokenizer, block.get("max_length")
+            )
+        return self._preprocessors[artifact.sha256]
+
+    def example_feeds(self, artifact: Artifact, n: int = 2) -> Feeds:
+        """``n`` calibration examples for ``artifact``: example inputs for tracing exporters."""
+        return self.task.example_feeds(self.preprocessor(artifact), n)
+
+    def calibration_feeds(self, artifact: Artifact, batch_size: int = 1, limit: int | None = None) -> list[Feeds]:
+        """The calibration split (its first ``limit`` examples) as feeds for ``artifact``."""
+        return self.task.calibration_feeds(self.preprocessor(artifact), batch_size, limit)
+
+
+def registered(registry: dict[str, StageKind], name: str, what: str) -> StageKind:
+    if name not in registry:
+        raise InputError(f"unknown {what} '{name}' (known: {', '.join(registry)})")
+    return registry[name]

@@ -2,12 +2,14 @@
 format, listed in ``BACKENDS``.
 
 Quantization belongs to each format's own tool: onnxruntime's quantizer for ONNX, NNCF for OpenVINO
-(next: the LiteRT quantizer for TFLite, llama.cpp's quantizer for GGUF). A format module defines:
+(next: the LiteRT quantizers for TFLite, llama.cpp's quantizer for GGUF). A format module defines:
 
-- ``export(parent, config, out_dir, ctx) -> StageOutput``: from a torch artifact;
-- ``quantize(parent, config, out_dir, ctx) -> StageOutput``: from the format's FP32 artifact;
-- ``validate(target)``: raise ValueError for options the format's tools cannot honour (runs when the
-  recipe is loaded, so mistakes surface before any training).
+- ``Target``: a ``TargetConfig`` subclass with the format's export options and, in ``quantizers``,
+  one config class per quantize ``method`` (each validated by its own fields);
+- ``export(parents, target, out_dir, ctx) -> StageOutput``: from a torch artifact (``parents["model"]``);
+- ``quantize(parents, config, out_dir, ctx) -> StageOutput``: from the format's FP32 artifact.
+
+Importing a format module imports no torch and no runtime: recipes validate without them.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from edgepipe.configs import TargetConfig
 from edgepipe.errors import InputError
 
 
@@ -25,22 +28,24 @@ class FormatBackend:
     # Distributions whose versions key each verb's cache: a new exporter version re-exports.
     export_tools: tuple[str, ...]
     quantize_tools: tuple[str, ...]
-    # Modules whose source keys the cache too (edits re-run the stage even without a version bump).
+    # Modules whose code keys the cache too (edits re-run the stage even without a version bump).
     code: tuple[str, ...]
 
+
+_COMMON_CODE = ("edgepipe.store", "edgepipe.stage", "edgepipe.tensors", "edgepipe.tasks", "edgepipe.text")
 
 BACKENDS: dict[str, FormatBackend] = {
     "onnx": FormatBackend(
         module="edgepipe.export.onnx",
         export_tools=("torch", "onnx", "onnxscript"),
         quantize_tools=("onnx", "onnxruntime"),
-        code=("edgepipe.export.onnx",),
+        code=(*_COMMON_CODE, "edgepipe.export.onnx", "edgepipe.export.onnx_inspect"),
     ),
     "openvino": FormatBackend(
         module="edgepipe.export.openvino",
         export_tools=("torch", "openvino"),
         quantize_tools=("openvino", "nncf"),
-        code=("edgepipe.export.openvino", "edgepipe.runtimes.openvino_runtime"),
+        code=(*_COMMON_CODE, "edgepipe.export.openvino", "edgepipe.runtimes.openvino_runtime"),
     ),
 }
 
@@ -51,3 +56,8 @@ def backend(format: str) -> tuple[FormatBackend, Any]:
         raise InputError(f"no exporter for format '{format}' (exportable: {', '.join(BACKENDS)})")
     entry = BACKENDS[format]
     return entry, importlib.import_module(entry.module)
+
+
+def target_class(format: str) -> type[TargetConfig]:
+    found: type[TargetConfig] = backend(format)[1].Target
+    return found

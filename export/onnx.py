@@ -5,34 +5,93 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
-from edgepipe.artifact import Artifact, StageOutput, TensorSpec
-from edgepipe.formats import ONNX_ELEMENT_TYPES
-from edgepipe.recipe import QuantizeConfig, TargetConfig
+from edgepipe.configs import QuantizeConfig, TargetConfig
+from edgepipe.export.onnx_inspect import quantization_summary, read_io_spec
 from edgepipe.stage import StageContext
+from edgepipe.store import Parents, StageOutput
+from edgepipe.tensors import with_ranges
 
 MODEL_FILE = "model.onnx"
 
 
-def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Inputs and outputs of an ONNX file, read with onnx (no runtime needed)."""
-    import onnx
+class _OrtQuant(QuantizeConfig):
+    per_channel: bool = True
+    weight_type: Literal["int8", "uint8"] = "int8"
+    # 7-bit weights: onnxruntime's advice for x86 CPUs without VNNI (AVX2 only), whose u8 x s8 kernels
+    # can saturate int16 intermediates. Costs a little accuracy where it is not needed.
+    reduce_range: bool = False
+    op_types: list[str] | None = Field(None, description="quantize only these operator types (default: all)")
+    exclude_nodes: list[str] = Field([], description="node names to keep in float")
 
-    model = onnx.load(str(path), load_external_data=False)
-    initializers = {i.name for i in model.graph.initializer}
+    def name_parts(self) -> list[str]:
+        parts = [] if self.per_channel else ["per-tensor"]
+        if self.weight_type != "int8":
+            parts.append(f"weight-{self.weight_type}")
+        if self.reduce_range:
+            parts.append("reduce-range")
+        if self.op_types:
+            parts.append("ops-" + "-".join(sorted(self.op_types)).lower())
+        if self.exclude_nodes:
+            parts.append(f"excl-{len(self.exclude_nodes)}")
+        return parts
 
-    def spec(v: Any) -> TensorSpec:
-        t = v.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
-        return TensorSpec(
-            name=v.name, shape=dims, dtype=ONNX_ELEMENT_TYPES.get(t.elem_type, ("", f"onnx-type-{t.elem_type}"))[1]
-        )
+    def tool_options(self) -> dict[str, Any]:
+        """The keyword arguments of onnxruntime's quantize_static / quantize_dynamic these fields set."""
+        return {
+            "per_channel": self.per_channel,
+            "weight_type": _qtype(self.weight_type),
+            "reduce_range": self.reduce_range,
+            "op_types_to_quantize": self.op_types,
+            "nodes_to_exclude": self.exclude_nodes,
+        }
 
-    inputs = [spec(v) for v in model.graph.input if v.name not in initializers]
-    return inputs, [spec(v) for v in model.graph.output]
+
+class OrtStaticQuant(_OrtQuant):
+    """onnxruntime ``quantize_static``: weights and activations, calibrated on the calibration split."""
+
+    method: Literal["static"] = "static"
+    # uint8 activations run much faster than int8 on x86 (signed ones were measured up to 5x slower).
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    calibration_samples: int | None = Field(None, ge=1, description="default: the whole calibration split")
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    symmetric_activations: bool = False
+    quant_format: Literal["qdq", "qoperator"] = "qdq"
+
+    def name_parts(self) -> list[str]:
+        parts = super().name_parts()
+        if self.activation_type != "uint8":
+            parts.append(f"act-{self.activation_type}")
+        if self.calibration_samples:
+            parts.append(f"cal-{self.calibration_samples}")
+        if self.calibrate_method != "minmax":
+            parts.append(self.calibrate_method)
+        if self.symmetric_activations:
+            parts.append("sym-act")
+        if self.quant_format != "qdq":
+            parts.append(self.quant_format)
+        return parts
+
+
+class OrtDynamicQuant(_OrtQuant):
+    """onnxruntime ``quantize_dynamic``: int8 weights, activations quantized at run time (no calibration)."""
+
+    method: Literal["dynamic"] = "dynamic"
+
+
+class Target(TargetConfig):
+    """ONNX export options: the torch exporter and the opset."""
+
+    format: Literal["onnx"] = "onnx"
+    opset: int | None = Field(None, ge=13, description="default: the exporter's own")
+    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+
+    quantizers: ClassVar[dict[str, type[QuantizeConfig]]] = {"static": OrtStaticQuant, "dynamic": OrtDynamicQuant}
+    default_method: ClassVar[str | None] = "static"
 
 
 def _strip_debug_metadata(model: Any) -> None:
@@ -45,12 +104,7 @@ def _strip_debug_metadata(model: Any) -> None:
         value.ClearField("metadata_props")
 
 
-def _dynamic_dims(specs: list[TensorSpec]) -> dict[str, dict[int, str]]:
-    """{tensor name: {axis: symbolic name}} for the dims a spec leaves symbolic (e.g. 'batch')."""
-    return {s.name: {i: d for i, d in enumerate(s.shape) if isinstance(d, str)} for s in specs}
-
-
-def export(parent: Artifact, config: TargetConfig, out_dir: Path, ctx: StageContext) -> StageOutput:
+def export(parents: Parents, config: Target, out_dir: Path, ctx: StageContext) -> StageOutput:
     """torch -> ONNX FP32, names and dynamic dimensions taken from the parent's input/output specs,
     checked with onnx's full checker."""
     import onnx
@@ -58,11 +112,12 @@ def export(parent: Artifact, config: TargetConfig, out_dir: Path, ctx: StageCont
 
     # The exporter logs a warning per missing torchvision op on every export: not the user's concern.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    parent = parents["model"]
     module = ctx.torch_module(parent)
     ins, outs = parent.manifest.inputs, parent.manifest.outputs
     # Batch 2: a dynamic dimension traced at size 1 gets specialised away. Contiguous copies: a strided
     # numpy view makes the dynamo exporter add an as_strided subgraph.
-    example = ctx.example_inputs(2)
+    example = ctx.example_feeds(parent, 2)
     args = tuple(torch.from_numpy(example[s.name]).clone() for s in ins)
     input_names, output_names = [s.name for s in ins], [s.name for s in outs]
     path = out_dir / MODEL_FILE
@@ -70,8 +125,11 @@ def export(parent: Artifact, config: TargetConfig, out_dir: Path, ctx: StageCont
         dims: dict[str, Any] = {}  # one Dim per symbolic name, shared by every tensor that uses it
         # Positional (one entry per input, in order): forward's parameter names need not match the specs'.
         dynamic_shapes = tuple(
-            {axis: dims.setdefault(sym, torch.export.Dim(sym, min=1, max=1 << 16)) for axis, sym in axes.items()}
-            for axes in (_dynamic_dims([s])[s.name] for s in ins)
+            {
+                axis: dims.setdefault(sym, torch.export.Dim(sym, min=1, max=1 << 16))
+                for axis, sym in s.symbolic_dims.items()
+            }
+            for s in ins
         )
         torch.onnx.export(
             module,
@@ -92,7 +150,7 @@ def export(parent: Artifact, config: TargetConfig, out_dir: Path, ctx: StageCont
             str(path),
             dynamo=False,
             opset_version=config.opset or 17,
-            dynamic_axes=_dynamic_dims([*ins, *outs]),
+            dynamic_axes={s.name: s.symbolic_dims for s in [*ins, *outs] if s.symbolic_dims},
             input_names=input_names,
             output_names=output_names,
         )
@@ -106,7 +164,7 @@ def export(parent: Artifact, config: TargetConfig, out_dir: Path, ctx: StageCont
         format="onnx",
         precision="fp32",
         primary=MODEL_FILE,
-        inputs=inputs,
+        inputs=with_ranges(inputs, ins),
         outputs=outputs,
         model={"exporter": config.exporter, "opset": opset},
     )
@@ -122,93 +180,76 @@ class _CalibrationReader:
         return next(self._batches, None)
 
 
-def _qdq_parameters(path: Path) -> dict[str, Any]:
-    """Activation scales/zero points (scalar QuantizeLinear nodes) and node counts of a QDQ model."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    activations: dict[str, dict[str, Any]] = {}
-    ops: dict[str, int] = {}
-    for node in model.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-        if node.op_type == "QuantizeLinear" and len(node.input) >= 3:
-            scale, zp = inits.get(node.input[1]), inits.get(node.input[2])
-            if scale is not None and zp is not None and scale.size == 1:
-                activations[node.input[0]] = {
-                    "scale": float(scale),
-                    "zero_point": int(zp),
-                    "dtype": zp.dtype.name,
-                }
-    return {"activations": activations, "op_counts": dict(sorted(ops.items()))}
-
-
-def validate(target: TargetConfig) -> None:
-    for i, q in enumerate(target.quantize):
-        if q.method == "dynamic" and q.activation_type == "int8":
-            raise ValueError(f"quantize.{i}.activation_type: onnxruntime dynamic quantization uses uint8")
-
-
-def quantize(parent: Artifact, config: QuantizeConfig, out_dir: Path, ctx: StageContext) -> StageOutput:
-    """ONNX FP32 -> INT8 with onnxruntime.quantization (static QDQ, or dynamic)."""
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+def _pre_process(source: Path, prepared: Path) -> str:
+    """onnxruntime's recommended pre-processing (shape inference, graph optimization); on a graph its
+    symbolic shape inference cannot take, the model is quantized as it is and the manifest says why."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-    activation_type = config.activation_type or "uint8"
+    try:
+        quant_pre_process(str(source), str(prepared), auto_merge=True)
+        return "done"
+    except Exception as e:  # onnxruntime raises plain Exceptions from its shape inference
+        from edgepipe.errors import first_line
+
+        prepared.write_bytes(source.read_bytes())
+        return f"skipped: {type(e).__name__}: {first_line(e, 160)}"
+
+
+def quantize(parents: Parents, config: _OrtQuant, out_dir: Path, ctx: StageContext) -> StageOutput:
+    """ONNX FP32 -> INT8 with onnxruntime.quantization (static, calibrated; or dynamic)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
+
+    parent = parents["model"]
     prepared = out_dir / "prepared.onnx"
-    quant_pre_process(str(parent.model_file), str(prepared))
+    pre_process = _pre_process(parent.model_file, prepared)
     path = out_dir / MODEL_FILE
-    samples = 0
-    if config.method == "static":
-        batches = ctx.calibration_batches(batch_size=16, limit=config.calibration_samples)
-        samples = sum(len(next(iter(b.values()))) for b in batches)
+    calibration: dict[str, Any] | None = None
+    if isinstance(config, OrtStaticQuant):
+        batches = ctx.calibration_feeds(parent, batch_size=16, limit=config.calibration_samples)
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}.get(
+            config.calibrate_method, CalibrationMethod.Percentile
+        )
         quantize_static(
             str(prepared),
             str(path),
             _CalibrationReader(batches),
-            quant_format=QuantFormat.QDQ,
-            per_channel=config.per_channel,
-            activation_type=qtype[activation_type],
-            weight_type=qtype[config.weight_type],
-            reduce_range=config.reduce_range,
-            calibrate_method=CalibrationMethod.MinMax,
+            quant_format=QuantFormat.QDQ if config.quant_format == "qdq" else QuantFormat.QOperator,
+            activation_type=_qtype(config.activation_type),
+            calibrate_method=method,
+            extra_options={"ActivationSymmetric": config.symmetric_activations},
+            **config.tool_options(),
         )
+        calibration = {
+            "split": "calibration",
+            "samples": sum(len(next(iter(b.values()))) for b in batches),
+            "method": config.calibrate_method,
+        }
+        tool = "onnxruntime.quantization.quantize_static"
     else:
-        quantize_dynamic(
-            str(prepared),
-            str(path),
-            per_channel=config.per_channel,
-            reduce_range=config.reduce_range,
-            weight_type=qtype[config.weight_type],
-        )
+        quantize_dynamic(str(prepared), str(path), **config.tool_options())
+        tool = "onnxruntime.quantization.quantize_dynamic"
     prepared.unlink()
     inputs, outputs = read_io_spec(path)
-    params = _qdq_parameters(path)
     return StageOutput(
         format="onnx",
         precision=config.precision,
         primary=MODEL_FILE,
-        inputs=inputs,
+        inputs=with_ranges(inputs, parent.manifest.inputs),
         outputs=outputs,
+        model=parent.manifest.model,
         quantization={
-            "tool": "onnxruntime.quantization",
-            "requested": config.model_dump(),
+            "tool": tool,
+            "requested": config.model_dump(mode="json"),
             "precision": config.precision,
-            "method": config.method,
-            "per_channel": config.per_channel,
-            "activation_type": activation_type,
-            "weight_type": config.weight_type,
-            "reduce_range": config.reduce_range,
-            "format": "QDQ" if config.method == "static" else "dynamic",
-            "calibration": {"split": "calibration", "samples": samples, "method": "MinMax"},
-            **params,
+            "pre_process": pre_process,
+            "calibration": calibration,
+            # Read back from the quantized graph: what the tool really did.
+            **quantization_summary(path),
         },
     )
+
+
+def _qtype(name: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[name]

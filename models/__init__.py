@@ -1,73 +1,193 @@
-"""Model zoo: registered families, each a params schema plus a builder of a torch module.
+"""Model zoo and torch artifacts.
 
-A torch artifact stores ``{"family", "params", "input_shape", "num_classes"}`` in its manifest and
-its weights as safetensors, so it is rebuilt without unpickling anything.
+A torch artifact is ``model.safetensors`` plus a **module spec** in its manifest's ``model`` block that
+says how to rebuild the module without unpickling anything: ``builder`` "zoo" (a registered family
+and its params), "huggingface" (a ``config.json`` in the artifact) or "module" (a user's Python file
+in the artifact). Loading builds the module from the spec, then fits every tensor whose saved shape
+differs (a pruned model keeps its smaller tensors) and loads the weights strictly, so a reshaped
+model reloads exactly.
+
+Families are registered in ``FAMILIES``; each module defines ``Params`` (pydantic), ``build(params,
+io)`` and ``EXAMPLE_PARAMS`` (small params for the template tests).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from edgepipe.errors import InputError
+from edgepipe.errors import InputError, UnavailableError
 
 if TYPE_CHECKING:
     import torch
 
-    from edgepipe.recipe import ModelConfig
+    from edgepipe.artifact import Artifact
+    from edgepipe.tasks import ModelIO
 
-# family name -> module that defines ``Params`` and ``build(params, input_shape, num_classes)``
-FAMILIES: dict[str, str] = {"cnn": "edgepipe.models.cnn"}
+# family name -> module that defines ``Params``, ``build(params, io)`` and ``EXAMPLE_PARAMS``
+FAMILIES: dict[str, str] = {
+    "cnn": "edgepipe.models.cnn",
+    "llama": "edgepipe.models.llama",
+}
+
+# module spec "builder" -> "module:function(spec, artifact_folder) -> torch.nn.Module"
+BUILDERS: dict[str, str] = {
+    "zoo": "edgepipe.models:build_zoo",
+    "huggingface": "edgepipe.models.huggingface:build_from_spec",
+    "module": "edgepipe.models.user_module:build_from_spec",
+}
+
+WEIGHTS_FILE = "model.safetensors"
 
 
-@dataclass(frozen=True)
-class Family:
-    name: str
-    params: type[BaseModel]
-    module: Any
-
-    def build(self, params: dict[str, Any], input_shape: list[int], num_classes: int) -> torch.nn.Module:
-        return self.module.build(self.params.model_validate(params), input_shape, num_classes)
-
-
-def get_family(name: str) -> Family:
+def family_module(name: str) -> Any:
+    """The module of a registered family. Families are torch code: without torch they are unavailable."""
     if name not in FAMILIES:
-        raise InputError(f"model.family: unknown model family '{name}' (known: {', '.join(FAMILIES)})")
-    module = importlib.import_module(FAMILIES[name])
-    return Family(name, module.Params, module)
+        raise InputError(f"source.family: unknown model family '{name}' (known: {', '.join(FAMILIES)})")
+    try:
+        return importlib.import_module(FAMILIES[name])
+    except ModuleNotFoundError as e:
+        if e.name == "torch":
+            raise UnavailableError(
+                f"model family '{name}' needs torch, which is not installed (pip install 'edgepipe[torch]')"
+            ) from None
+        raise
 
 
-def validate_model_config(config: ModelConfig, source: str) -> None:
-    """Check ``model.params`` against the family's schema; errors name the file and field."""
-    from edgepipe.recipe import format_validation_error
+def validate_params(family: str, params: dict[str, Any]) -> BaseModel:
+    """A family's params, validated by its own schema; errors name the field."""
+    from edgepipe.configs import validation_message
 
     try:
-        family = get_family(config.family)
-    except InputError as e:
-        raise InputError(f"{source}: {e}") from None
-    try:
-        family.params.model_validate(config.params)
+        validated: BaseModel = family_module(family).Params.model_validate(params)
     except ValidationError as e:
-        raise InputError(format_validation_error(source, e, prefix=("model", "params"))) from None
+        raise InputError(validation_message(e, prefix=("source", "params"))) from None
+    return validated
 
 
-def load_torch_model(model_info: dict[str, Any], weights: Path) -> torch.nn.Module:
-    """Rebuild a module from a torch artifact's manifest ``model`` block and its safetensors weights."""
+def io_spec(io: ModelIO) -> dict[str, Any]:
+    """A ModelIO as JSON for a module spec."""
+    data = asdict(io)
+    data["inputs"] = [s.model_dump(exclude_none=True) for s in io.inputs]
+    data["outputs"] = [s.model_dump(exclude_none=True) for s in io.outputs]
+    return data
+
+
+def io_from_spec(data: dict[str, Any]) -> ModelIO:
+    from edgepipe.tasks import ModelIO
+    from edgepipe.tensors import TensorSpec
+
+    return ModelIO(
+        **{
+            **data,
+            "inputs": [TensorSpec.model_validate(s) for s in data["inputs"]],
+            "outputs": [TensorSpec.model_validate(s) for s in data["outputs"]],
+        }
+    )
+
+
+def build_zoo(spec: dict[str, Any], folder: Path) -> torch.nn.Module:
+    module = family_module(spec["family"])
+    built: torch.nn.Module = module.build(validate_params(spec["family"], spec["params"]), io_from_spec(spec["io"]))
+    return built
+
+
+def zoo_spec(family: str, params: dict[str, Any], io: ModelIO) -> dict[str, Any]:
+    return {"builder": "zoo", "family": family, "params": params, "io": io_spec(io)}
+
+
+def build_module(spec: dict[str, Any], folder: Path) -> torch.nn.Module:
+    """The module a spec describes, with its initial (not yet loaded) weights."""
+    builder = spec.get("builder")
+    if builder not in BUILDERS:
+        raise InputError(f"{folder}: unknown module builder '{builder}' in the manifest (known: {', '.join(BUILDERS)})")
+    module_name, _, function = BUILDERS[builder].partition(":")
+    built: torch.nn.Module = getattr(importlib.import_module(module_name), function)(spec, folder)
+    return built
+
+
+def fit_to_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Give every parameter and buffer whose saved shape differs the saved shape, and the standard layers
+    the matching size attributes (a structurally pruned model has fewer channels, heads or features).
+    Returns the names of the tensors it resized."""
+    import torch
+    from torch import nn
+
+    own = dict(module.state_dict())
+    resized = []
+    for name, saved in state.items():
+        if name not in own or own[name].shape == saved.shape:
+            continue
+        owner_name, _, attr = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        empty = torch.empty(saved.shape, dtype=saved.dtype)
+        if attr in owner._parameters:
+            setattr(owner, attr, nn.Parameter(empty, requires_grad=owner._parameters[attr].requires_grad))  # type: ignore[union-attr]
+        else:
+            owner._buffers[attr] = empty
+        resized.append(name)
+    for sub in module.modules():
+        weight = getattr(sub, "weight", None)
+        if not isinstance(weight, torch.Tensor):
+            continue
+        if isinstance(sub, nn.modules.conv._ConvNd):
+            sub.out_channels, sub.in_channels = weight.shape[0], weight.shape[1] * sub.groups
+        elif isinstance(sub, nn.Linear):
+            sub.out_features, sub.in_features = weight.shape
+        elif isinstance(sub, nn.modules.batchnorm._NormBase):
+            sub.num_features = weight.shape[0]
+        elif isinstance(sub, nn.LayerNorm):
+            sub.normalized_shape = tuple(weight.shape)
+        elif isinstance(sub, nn.Embedding):
+            sub.num_embeddings, sub.embedding_dim = weight.shape
+    return resized
+
+
+def load_weights(module: torch.nn.Module, path: Path) -> torch.nn.Module:
+    """Load safetensors weights strictly into ``module`` (fitting shapes first); tied tensors saved once
+    by ``save_model`` count as present."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    family = get_family(model_info["family"])
-    module = family.build(model_info["params"], model_info["input_shape"], model_info["num_classes"])
     try:
-        state = load_file(str(weights))
+        state = load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise InputError(f"{weights}: not a valid safetensors file ({e})") from None
+        raise InputError(f"{path}: not a valid safetensors file ({e})") from None
+    fit_to_state(module, state)
     try:
-        module.load_state_dict(state, strict=True)
+        missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as e:
-        raise InputError(f"{weights}: weights do not fit model '{family.name}' ({str(e).splitlines()[0]})") from None
+        raise InputError(f"{path}: weights do not fit the model ({str(e).splitlines()[-1].strip()})") from None
+    own = module.state_dict()
+    loaded = {t.data_ptr() for name, t in own.items() if name in state}
+    missing = [m for m in missing if own[m].data_ptr() not in loaded]
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise InputError(f"{path}: weights do not fit the model ({what})")
     return module.eval()
+
+
+def save_weights(module: torch.nn.Module, path: Path) -> int:
+    """Write the module's weights as safetensors (tied tensors once); return the parameter count."""
+    from safetensors.torch import save_model
+
+    save_model(module, str(path))
+    return sum(p.numel() for p in module.parameters())
+
+
+def copy_spec_files(parent: Artifact, out: Path) -> None:
+    """Copy the files a module spec builds from (a config.json, a user's module file) into a derived
+    torch artifact, so it rebuilds on its own."""
+    import shutil
+
+    for name in parent.manifest.model.get("files", []):
+        shutil.copyfile(parent.file(name), out / name)
+
+
+def load_torch_model(artifact: Artifact) -> torch.nn.Module:
+    """Rebuild a torch artifact's module from its spec and load its weights (never unpickles)."""
+    return load_weights(build_module(artifact.manifest.model, artifact.path), artifact.model_file)

@@ -7,9 +7,13 @@ pruning then show little.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from edgepipe.errors import InputError
 
 
 class Params(BaseModel):
@@ -40,6 +44,11 @@ class CNN(nn.Module):
         return self.fc(self.dropout(x))
 
 
-def build(params: Params, input_shape: list[int], num_classes: int) -> CNN:
-    """``input_shape`` is (C, H, W) or (N, C, H, W) with a symbolic N."""
-    return CNN(int(input_shape[-3]), num_classes, params)
+def build(params: Params, io: Any) -> CNN:
+    """A CNN for the task's first input, (N, C, H, W), and its number of classes."""
+    if io.num_classes is None:
+        raise InputError("model family 'cnn' classifies: it needs a classification task")
+    return CNN(int(io.inputs[0].shape[-3]), io.num_classes, params)
+
+
+EXAMPLE_PARAMS = {"channels": [8, 16], "convs_per_block": 1}

@@ -1,61 +1,179 @@
-"""Supervised training of a classifier on a task's train split (CPU, fixed seed)."""
+"""Training in torch: the ``train`` source (a zoo family trained on the recipe's task) and the ``finetune``
+stage (more training of any torch artifact). The loss and the batches come from the task kind, so the
+same loop trains a classifier on digits and a language model on standard-library text.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
-from torch import nn
+from pydantic import Field
 
-from edgepipe.recipe import TrainConfig
-from edgepipe.tasks import Task
+from edgepipe.configs import Section, SourceConfig, StageConfig
+from edgepipe.store import Parents, StageOutput
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgepipe.stage import StageContext
+    from edgepipe.tasks import Preprocessor, Task
+
+
+class Optimization(Section):
+    """How to train: AdamW with a one-cycle learning-rate schedule, on the task's training split."""
+
+    epochs: int = Field(5, ge=0)
+    batch_size: int = Field(64, ge=1)
+    learning_rate: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (default: all epochs)")
+
+
+class TokenizerConfig(Section):
+    """A byte-level BPE trained on the task's training text (text tasks)."""
+
+    vocab_size: int = Field(512, ge=260, le=65536)
+
+
+class TrainSource(SourceConfig, Optimization):
+    """A registered model family, trained here on the recipe's task."""
+
+    kind: Literal["train"] = "train"
+    family: str = "cnn"
+    params: dict[str, Any] = {}
+    tokenizer: TokenizerConfig | None = Field(None, description="text tasks: the tokenizer to train first")
+
+
+class Finetune(StageConfig, Optimization):
+    """More training of the model so far on the task's training split (e.g. after pruning)."""
+
+    stage: Literal["finetune"] = "finetune"
+    epochs: int = Field(2, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     torch.manual_seed(seed)
     np.random.seed(seed)
 
 
-@torch.inference_mode()
-def predict(model: nn.Module, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def predict(model: torch.nn.Module, feeds: list[dict[str, np.ndarray]], names: list[str]) -> list[np.ndarray]:
+    """The first output of ``model`` on each feed dict (inputs passed in ``names`` order)."""
+    import torch
+
     model.eval()
-    outs = [model(torch.from_numpy(x[i : i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs)
+    with torch.inference_mode():
+        outs = []
+        for f in feeds:
+            out = model(*(torch.from_numpy(np.ascontiguousarray(f[n])) for n in names))
+            outs.append((out[0] if isinstance(out, (tuple, list)) else out).numpy())
+    return outs
 
 
-def train_classifier(model: nn.Module, task: Task, config: TrainConfig, seed: int) -> dict[str, Any]:
-    """Train in place; return a history with per-epoch loss and the test accuracy reached."""
+def train(
+    model: torch.nn.Module, task: Task, pre: Preprocessor, config: Optimization, seed: int, ctx: StageContext
+) -> dict[str, Any]:
+    """Train ``model`` in place with the task's loss; return a history with the test metrics reached."""
+    import torch
+
     seed_everything(seed)
     rng = np.random.default_rng(seed)
+    names = [s.name for s in pre.inputs]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps = max(1, config.epochs * int(np.ceil(len(task.train) / config.batch_size)))
+    per_epoch = sum(1 for _ in task.training_batches(pre, config.batch_size, np.random.default_rng(seed)))
+    steps = max(1, min(config.epochs * per_epoch, config.max_steps or 1 << 62))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=steps)
-    loss_fn = nn.CrossEntropyLoss()
-    x_all = torch.from_numpy(task.train.x)
-    y_all = torch.from_numpy(task.train.y)
     history: list[float] = []
-    start = time.perf_counter()
-    for _ in range(config.epochs):
+    start, step = time.perf_counter(), 0
+    for epoch in range(config.epochs):
         model.train()
-        order = torch.from_numpy(rng.permutation(len(task.train)))
-        total = 0.0
-        for i in range(0, len(order), config.batch_size):
-            idx = order[i : i + config.batch_size]
+        total, count = 0.0, 0
+        for feeds, target in task.training_batches(pre, config.batch_size, rng):
+            if step >= steps:
+                break
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x_all[idx]), y_all[idx])
+            out = model(*(torch.from_numpy(feeds[n]) for n in names))
+            loss = task.loss(out[0] if isinstance(out, (tuple, list)) else out, torch.from_numpy(target))
             loss.backward()
             optimizer.step()
             schedule.step()
-            total += loss.item() * len(idx)
-        history.append(round(total / len(order), 5))
-    accuracy = task.evaluate(predict(model, task.test.x), task.test.y)["accuracy"]
+            step += 1
+            total += loss.item() * len(target)
+            count += len(target)
+        history.append(round(total / max(count, 1), 5))
+        took = time.perf_counter() - start
+        ctx.log(f"[train] epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f} ({took:.0f} s, {step} steps)")
+    data = task.eval_set(pre)
+    metrics, _, _ = task.quality(predict(model, data.batches, names), data, None)
     return {
         "epochs": config.epochs,
+        "steps": step,
         "loss_per_epoch": history,
-        "test_accuracy": accuracy,
+        "test_metrics": metrics,
         "seconds": round(time.perf_counter() - start, 2),
         "parameters": sum(p.numel() for p in model.parameters()),
         "torch_threads": torch.get_num_threads(),  # results can differ in the last bits across thread counts
     }
+
+
+def _summary(history: dict[str, Any]) -> str:
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in history["test_metrics"].items())
+    return f"{history['parameters']:,} parameters, test {metrics} after {history['steps']} steps"
+
+
+def train_source(parents: Parents, config: TrainSource, out: Path, ctx: StageContext) -> StageOutput:
+    """Build a zoo family for the task (training its tokenizer first on text tasks) and train it."""
+    from edgepipe.models import build_module, family_module, save_weights, validate_params, zoo_spec
+    from edgepipe.tasks import Preprocessor
+
+    family_module(config.family)  # unavailable (exit 3) before any work when torch is missing
+    tokenizer, preprocessing = None, dict[str, Any]()
+    if ctx.task.needs_tokenizer:
+        tokenizer = ctx.task.train_tokenizer((config.tokenizer or TokenizerConfig()).vocab_size)
+        tokenizer.save(out / "tokenizer.json")
+        preprocessing = {"files": ["tokenizer.json"], "tokenizer": {"file": "tokenizer.json", "kind": tokenizer.kind}}
+    io = ctx.task.model_io(tokenizer)
+    if io.max_length is not None:
+        preprocessing["max_length"] = io.max_length
+    params = validate_params(config.family, config.params).model_dump(mode="json")
+    spec = zoo_spec(config.family, params, io)
+    seed_everything(ctx.seed)
+    model = build_module(spec, out)
+    history = train(model, ctx.task, Preprocessor(io.inputs, tokenizer, io.max_length), config, ctx.seed, ctx)
+    ctx.log(f"[train] {config.family}: {_summary(history)}")
+    spec["parameters"] = save_weights(model, out / "model.safetensors")
+    return StageOutput(
+        format="torch",
+        precision="fp32",
+        primary="model.safetensors",
+        inputs=io.inputs,
+        outputs=io.outputs,
+        model={**spec, "training": history},
+        preprocessing=preprocessing,
+    )
+
+
+def finetune_stage(parents: Parents, config: Finetune, out: Path, ctx: StageContext) -> StageOutput:
+    """Train the parent torch model further; its module spec (and so any change of shape) is kept."""
+    from edgepipe.models import copy_spec_files, save_weights
+
+    parent = parents["model"]
+    copy_spec_files(parent, out)
+    model = ctx.torch_module(parent)
+    history = train(model, ctx.task, ctx.preprocessor(parent), config, ctx.seed, ctx)
+    ctx.log(f"[finetune] {_summary(history)}")
+    spec = {k: v for k, v in parent.manifest.model.items() if k != "training"}
+    spec["parameters"] = save_weights(model, out / "model.safetensors")
+    return StageOutput(
+        format="torch",
+        precision=parent.manifest.precision,
+        primary="model.safetensors",
+        inputs=parent.manifest.inputs,
+        outputs=parent.manifest.outputs,
+        model={**spec, "training": history},
+    )

@@ -48,6 +48,27 @@ __all__ = [
     "Runtime",
     "Session",
     "default_runtime",
+    "describe_runtimes",
     "get_runtime",
     "runtime_class",
 ]
+
+
+def describe_runtimes() -> list[dict[str, Any]]:
+    """Every registered runtime: the formats it runs, whether it is installed here, its version and
+    devices, or why it is unavailable (what ``edgepipe runtimes`` prints)."""
+    report: list[dict[str, Any]] = []
+    for name in RUNTIMES:
+        rt = get_runtime(name)
+        reason = rt.unavailable_reason()
+        report.append(
+            {
+                "runtime": name,
+                "formats": list(rt.formats),
+                "available": reason is None,
+                "version": rt.version(),
+                "devices": rt.devices() if reason is None else [],
+                "reason": reason,
+            }
+        )
+    return report

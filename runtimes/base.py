@@ -12,9 +12,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from edgepipe.artifact import TensorSpec
 from edgepipe.environment import package_version
 from edgepipe.errors import InputError, UnavailableError, first_line
+from edgepipe.tensors import TensorSpec
 
 _M = TypeVar("_M", bound="LoadedModel")
 

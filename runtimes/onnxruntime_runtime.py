@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.artifact import TensorSpec
 from edgepipe.errors import InputError, UnavailableError, first_line
 from edgepipe.formats import ORT_TYPE_TO_DTYPE
 from edgepipe.runtimes.base import Runtime, Session
+from edgepipe.tensors import TensorSpec
 
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 

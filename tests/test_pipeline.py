@@ -36,7 +36,7 @@ def run_dir(tmp_path_factory):
     recipe = folder / "tiny.yaml"
     recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "output_dir": str(folder / "out")}))
     logs: list[str] = []
-    from edgepipe.pipeline import run_recipe
+    from edgepipe.runner import run_recipe
 
     result = run_recipe(recipe, log=logs.append)
     return folder, recipe, result, logs
@@ -45,7 +45,8 @@ def run_dir(tmp_path_factory):
 def test_results_follow_the_contract(run_dir):
     folder, _, result, _ = run_dir
     data = json.loads((folder / "out" / "results.json").read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
+    assert data["task"]["kind"] == "classification" and data["task"]["metrics"][0]["name"] == "accuracy"
     assert {"cpu", "packages", "python", "os", "timestamp"} <= set(data["environment"])
     assert data["environment"]["cpu"]["model"] and "onnxruntime" in data["environment"]["packages"]
     rows = data["results"]
@@ -64,19 +65,20 @@ def test_results_follow_the_contract(run_dir):
         assert lat["n"] == 20 and lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert lat["ci95"][0] <= lat["median"] <= lat["ci95"][1]
         assert 0.8 < row["metrics"]["accuracy"] <= 1.0
-        assert row["threads"] == 1
+        assert row["threads"] == 1 and row["task"] == "classification" and row["nonfinite_outputs"] == 0
+        assert row["input_source"] == "evaluation data"
     for row in rows[1:]:
         assert row["parity"]["top1_agreement"] >= (1.0 if row["artifact"]["precision"] == "fp32" else 0.95)
         assert row["gates"]["passed"]
     int8 = [r for r in rows if r["artifact"]["precision"] == "int8"]
     assert all("ratio" in r["vs_fp32"] and "accuracy_delta" in r["vs_fp32"] for r in int8)
-    assert result.gate_failures == []
+    assert result.gate_failures == [] and result.unchecked is None
 
 
 def test_markdown_and_csv_are_renderings_of_the_same_rows(run_dir):
     folder, *_ = run_dir
     md = (folder / "out" / "results.md").read_text()
-    assert "| format" in md and "Machine:" in md and "onnxruntime" in md
+    assert "| artifact" in md and "Machine:" in md and "onnxruntime" in md
     with open(folder / "out" / "results.csv") as f:
         rows = list(csv.DictReader(f))
     data = json.loads((folder / "out" / "results.json").read_text())
@@ -105,7 +107,7 @@ def test_rerun_skips_finished_stages_and_force_rebuilds(run_dir, capsys):
 
 def test_failed_gate_writes_results_and_exits_4(run_dir, tmp_path, capsys):
     _, recipe, *_ = run_dir
-    strict = load_recipe(recipe).model_dump()
+    strict = load_recipe(recipe).model_dump(mode="json")
     strict["gates"]["fp32_max_abs_diff"] = 0.0  # no export is bit-exact with torch
     strict["targets"] = [{"format": "onnx"}]
     strict["benchmark"]["reference"] = True
@@ -130,3 +132,14 @@ def test_missing_export_package_is_unavailable_not_a_crash(tmp_path, monkeypatch
     assert code == 3 and len(err) == 1
     assert "target 'openvino'" in err[0] and "'openvino'" in err[0] and "pip install" in err[0]
     assert not (tmp_path / "out" / "artifacts").exists() or not any((tmp_path / "out" / "artifacts").iterdir())
+
+
+def test_a_run_where_no_runtime_is_available_does_not_pass(tmp_path, monkeypatch, capsys):
+    """Every benchmark row unavailable: results are written, and the exit code says nothing was checked."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "targets": [{"format": "onnx"}], "benchmark": {
+        **TINY_RECIPE["benchmark"], "devices": ["npu"], "reference": False}}))  # fmt: skip
+    code = main(["run", str(recipe), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 3 and len(err) == 1 and "no artifact could be checked" in err[0]
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["results"][0]["status"] == "unavailable"

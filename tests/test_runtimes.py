@@ -49,14 +49,14 @@ def test_missing_package_makes_runtime_unavailable_not_a_crash(name, monkeypatch
 def test_session_runs_and_rejects_wrong_inputs(name, model_path, tiny_task):
     session = get_runtime(name).load(model_path(name), threads=1)
     spec = session.inputs[0]
-    good = {spec.name: tiny_task.test.x[:3]}
+    good = {spec.name: tiny_task.splits["test"][0][:3]}
     session.check_feeds(good)
     (out,) = session.run(good)
     assert out.shape == (3, 10) and out.dtype == np.float32
     with pytest.raises(InputError, match="expected shape"):
-        session.check_feeds({spec.name: tiny_task.test.x[:3, :, :8]})
+        session.check_feeds({spec.name: tiny_task.splits["test"][0][:3, :, :8]})
     with pytest.raises(InputError, match="dtype"):
-        session.check_feeds({spec.name: tiny_task.test.x[:3].astype(np.float64)})
+        session.check_feeds({spec.name: tiny_task.splits["test"][0][:3].astype(np.float64)})
     with pytest.raises(InputError, match="missing"):
         session.check_feeds({})
 
@@ -74,7 +74,7 @@ def test_gpu_device_matches_cpu(name, model_path, tiny_task):
     gpu = next((d for d in rt.devices() if d in ("cuda", "gpu")), None)
     if gpu is None:
         pytest.skip(f"{name}: no GPU device on this machine")
-    x = {"input": tiny_task.test.x[:16]}
+    x = {"input": tiny_task.splits["test"][0][:16]}
     cpu_out = rt.load(model_path(name)).run(x)[0]
     gpu_out = rt.load(model_path(name), device=gpu).run(x)[0]
     np.testing.assert_allclose(gpu_out, cpu_out, atol=1e-3)

@@ -7,6 +7,8 @@ import pytest
 
 from edgepipe.benchmarks.report import add_comparisons, render_csv, render_table
 from edgepipe.benchmarks.stats import latency_stats, median_ci95, speedup
+from edgepipe.results import ArtifactRef, LatencyStats, ResultRow
+from edgepipe.tasks.classification import ClassificationTask
 
 
 def test_latency_stats_on_known_samples():
@@ -35,11 +37,15 @@ def test_median_ci_ranks_have_exact_coverage_of_at_least_95_percent(n):
     assert sum(comb(n, i) for i in range(lo + 2, hi)) / 2**n < 0.95
 
 
-def test_too_few_runs_give_the_whole_range():
+def test_too_few_runs_give_no_95_percent_interval():
     from edgepipe.benchmarks.stats import median_ci_ranks
 
     assert median_ci_ranks(5) is None
-    assert median_ci95(np.array([3.0, 1.0, 2.0, 5.0, 4.0])) == (1.0, 5.0)
+    assert median_ci95(np.array([3.0, 1.0, 2.0, 5.0, 4.0])) is None
+    assert latency_stats([3.0, 1.0, 2.0])["ci95"] is None
+    # and a comparison without intervals is never called significant
+    few, many = latency_stats([1.0, 1.0, 1.0]), latency_stats(np.full(100, 2.0) + np.linspace(0, 0.01, 100))
+    assert speedup(many, few) == {"ratio": pytest.approx(2.0, rel=0.01), "significant": False}
 
 
 def test_median_ci_has_about_95_percent_coverage():
@@ -58,48 +64,47 @@ def test_speedup_significance():
 
 def _row(precision, median, fmt="onnx", acc=0.9):
     lat = latency_stats(np.full(50, median) + np.linspace(0, median * 0.01, 50))
-    return {
-        "name": f"{fmt}-{precision}",
-        "status": "ok",
-        "runtime": "onnxruntime",
-        "device": "cpu",
-        "threads": 2,
-        "batch_size": 1,
-        "latency_ms": lat,
-        "metrics": {"accuracy": acc},
-        "artifact": {
-            "format": fmt,
-            "precision": precision,
-            "size_bytes": 1000 if precision == "fp32" else 260,
-            "path": "p",
-            "sha256": "s",
-        },
-        "parity": {"top1_agreement": 1.0, "max_abs_diff": 0.0},
-    }
+    return ResultRow(
+        name=f"{fmt}-{precision}",
+        status="ok",
+        runtime="onnxruntime",
+        device="cpu",
+        threads=2,
+        batch_size=1,
+        latency_ms=LatencyStats.model_validate(lat),
+        metrics={"accuracy": acc},
+        artifact=ArtifactRef(
+            format=fmt, precision=precision, size_bytes=1000 if precision == "fp32" else 260, path="p", sha256="s"
+        ),
+        parity={"top1_agreement": 1.0, "max_abs_diff": 0.0},
+    )
 
 
 def test_a_slower_quantized_model_is_reported_as_slower():
     rows = [_row("fp32", 1.0), _row("int8", 1.25, acc=0.88)]
-    notes = add_comparisons(rows)
-    assert rows[1]["vs_fp32"]["ratio"] == pytest.approx(0.8, rel=0.02)
-    assert rows[1]["vs_fp32"]["accuracy_delta"] == pytest.approx(-0.02)
+    notes = add_comparisons(rows, ClassificationTask)
+    assert rows[1].vs_fp32.ratio == pytest.approx(0.8, rel=0.02)
+    assert rows[1].vs_fp32.model_dump()["accuracy_delta"] == pytest.approx(-0.02)
     assert any("SLOWER" in n and "size x0.26" in n for n in notes)
-    assert "x0.80" in render_table(rows)
+    table = render_table(rows, ClassificationTask)
+    assert "x0.80" in table and "accuracy" in table.splitlines()[0]
 
 
 def test_failed_rows_are_noted_and_rendered():
-    rows = [
-        _row("fp32", 1.0),
-        {
-            "name": "x",
-            "runtime": "openvino",
-            "status": "unavailable",
-            "error": "not installed",
-            "artifact": {"format": "openvino", "precision": "fp32"},
-        },
-    ]
-    notes = add_comparisons(rows)
+    failed = ResultRow(
+        name="x",
+        runtime="openvino",
+        device="cpu",
+        threads=2,
+        batch_size=1,
+        status="unavailable",
+        error="not installed",
+        artifact=ArtifactRef(format="openvino", precision="fp32", path="p", size_bytes=1, sha256="t"),
+    )
+    rows = [_row("fp32", 1.0), failed]
+    notes = add_comparisons(rows, ClassificationTask)
     assert any("unavailable: not installed" in n for n in notes)
-    csv_text = render_csv(rows)
+    csv_text = render_csv(rows, ClassificationTask)
     assert csv_text.splitlines()[0].startswith("name,format,precision")
+    assert "accuracy" in csv_text.splitlines()[0] and "perplexity" not in csv_text.splitlines()[0]
     assert "unavailable" in csv_text and "not installed" in csv_text

@@ -1,0 +1,169 @@
+"""Walking a recipe's chain through the store: source -> torch-side stages -> exports -> quantize variants.
+
+Each step is a registered stage kind run through ``ArtifactStore.build``, so a re-run skips every step
+whose (stage, config, parents, tool versions, code) already has a verified artifact.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from typing import Any
+
+from edgepipe.artifact import Artifact
+from edgepipe.configs import SourceConfig
+from edgepipe.environment import code_fingerprint, package_versions
+from edgepipe.errors import EdgepipeError, UnavailableError, first_line, root_cause
+from edgepipe.recipe import Recipe
+from edgepipe.stage import SOURCES, STAGES, StageContext, StageKind
+from edgepipe.store import ArtifactStore, Parents
+
+# Distributions whose import name differs from their name.
+_MODULE_OF = {"scikit-learn": "sklearn"}
+
+
+def _missing(distributions: tuple[str, ...]) -> str | None:
+    for dist in distributions:
+        if importlib.util.find_spec(_MODULE_OF.get(dist, dist)) is None:
+            return dist
+    return None
+
+
+def check_tools(recipe: Recipe) -> None:
+    """Fail before any work, not after training, when a step's package is not installed (exit 3)."""
+    from edgepipe.export import BACKENDS
+
+    needs: list[tuple[str, tuple[str, ...]]] = [(f"source '{recipe.source.kind}'", SOURCES[recipe.source.kind].tools)]
+    needs += [(f"stage '{s.stage}'", STAGES[s.stage].tools) for s in recipe.stages]
+    for target in recipe.targets:
+        entry = BACKENDS[target.format]
+        needs.append(
+            (f"target '{target.format}'", (*entry.export_tools, *(entry.quantize_tools if target.quantize else ())))
+        )
+    for what, tools in needs:
+        if missing := _missing(tools):
+            raise UnavailableError(
+                f"{what} needs the package '{missing}', which is not installed (pip install 'edgepipe[all]')"
+            )
+
+
+def run_stage(store: ArtifactStore, ctx: StageContext, label: str, force: bool, **kwargs: Any) -> Artifact:
+    """One step through the store; a library failing on this model becomes one line naming the step."""
+    t0 = time.perf_counter()
+    try:
+        artifact, cached = store.build(force=force, **kwargs)
+    except EdgepipeError:
+        raise
+    except ModuleNotFoundError as e:
+        top = (e.name or "").split(".")[0]
+        if not top or importlib.util.find_spec(top) is not None:  # installed: a real failure, said below
+            raise EdgepipeError(f"stage '{label}' failed: {type(e).__name__}: {first_line(e)}") from e
+        raise UnavailableError(
+            f"stage '{label}' needs the package '{top}', which is not installed (pip install 'edgepipe[all]')"
+        ) from e
+    except Exception as e:  # a library failing on this model: say which stage, keep it to one line
+        cause = root_cause(e)
+        raise EdgepipeError(f"stage '{label}' failed: {type(cause).__name__}: {first_line(cause)}") from e
+    took = "cached" if cached else f"done in {time.perf_counter() - t0:.1f} s"
+    ctx.log(f"[{label}] {took}: {artifact.path}")
+    return artifact
+
+
+def _tools(kind: StageKind) -> dict[str, str]:
+    return {**package_versions(kind.tools), "code": code_fingerprint(*kind.code, "edgepipe.tasks")}
+
+
+def build_source(
+    config: SourceConfig, ctx: StageContext, store: ArtifactStore, force: bool, role: str = ""
+) -> Artifact:
+    """The torch artifact a source makes (trained here, or loaded from disk)."""
+    kind = SOURCES[config.kind]
+    name = f"torch-{role}" if role else "torch-fp32"
+    return run_stage(
+        store,
+        ctx,
+        f"{config.kind}{' ' + role if role else ''}",
+        force,
+        name=name,
+        stage=f"source:{config.kind}",
+        config={**config.identity(ctx.base_dir, ctx.task), "seed": ctx.seed},
+        parents={},
+        tools=_tools(kind),
+        build=lambda out: kind.verb()({}, config, out, ctx),
+        task=ctx.task.describe(),
+        seed=ctx.seed,
+    )
+
+
+def build_model(recipe: Recipe, ctx: StageContext, store: ArtifactStore, force: bool) -> Artifact:
+    """The source, then each torch-side stage in order: the torch model every target exports."""
+    model = build_source(recipe.source, ctx, store, force)
+    for i, stage in enumerate(recipe.stages):
+        kind = STAGES[stage.stage]
+        extra = {role: build_source(src, ctx, store, force, role) for role, src in stage.extra_sources().items()}
+        parents: Parents = {"model": model, **extra}
+        model = run_stage(
+            store,
+            ctx,
+            f"{stage.stage}",
+            force,
+            name=f"torch-{stage.stage}",
+            stage=stage.stage,
+            config={**stage.model_dump(mode="json"), "index": i, "task_data_sha256": ctx.task.data_sha256()},
+            parents=parents,
+            tools=_tools(kind),
+            build=lambda out, k=kind, s=stage, p=parents: k.verb()(p, s, out, ctx),
+            seed=ctx.seed,
+        )
+    return model
+
+
+def build_targets(
+    recipe: Recipe, ctx: StageContext, model: Artifact, store: ArtifactStore, force: bool
+) -> list[Artifact]:
+    """Each target's FP32 export of the torch model, followed by its quantized variants."""
+    from edgepipe.export import backend
+
+    artifacts: list[Artifact] = []
+    for target in recipe.targets:
+        entry, module = backend(target.format)
+        code = code_fingerprint(*entry.code)
+        # The export depends on the model's architecture and I/O specs, not only on its weights' hash.
+        config = {
+            **target.model_dump(mode="json", exclude={"quantize"}),
+            "source_model": {k: v for k, v in model.manifest.model.items() if k != "training"},
+            "inputs": [s.model_dump() for s in model.manifest.inputs],
+            "outputs": [s.model_dump() for s in model.manifest.outputs],
+        }
+        fp32 = run_stage(
+            store,
+            ctx,
+            f"export {target.format}",
+            force,
+            name=f"{target.format}-fp32",
+            stage="export",
+            config=config,
+            parents={"model": model},
+            tools={**package_versions(("edgepipe", *entry.export_tools)), "code": code},
+            build=lambda out, m=module, t=target: m.export({"model": model}, t, out, ctx),
+            seed=ctx.seed,
+        )
+        artifacts.append(fp32)
+        for q in target.quantize:
+            name = q.variant_name(target.format)
+            artifacts.append(
+                run_stage(
+                    store,
+                    ctx,
+                    f"quantize {name}",
+                    force,
+                    name=name,
+                    stage="quantize",
+                    config={**q.model_dump(mode="json"), "task_data_sha256": ctx.task.data_sha256()},
+                    parents={"model": fp32},
+                    tools={**package_versions(("edgepipe", *entry.quantize_tools)), "code": code},
+                    build=lambda out, m=module, q=q, p=fp32: m.quantize({"model": p}, q, out, ctx),
+                    seed=ctx.seed,
+                )
+            )
+    return artifacts

@@ -1,0 +1,148 @@
+"""Config base classes and their validation messages.
+
+Every stage, tool and task kind owns one config class, registered by name; a recipe names the kind (a
+task ``kind``, a source ``kind``, a ``stage``, a target ``format``, a quantize ``method``) and the
+registered class validates the rest. Unknown fields are errors that name the file and the field:
+``recipe.yaml: targets.0.quantize.0.preset: unknown field for onnx 'static' (got 'mixed')``.
+
+Nothing here imports torch or any runtime: a recipe validates on a machine without them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, SerializeAsAny, ValidationError, field_validator
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class Section(BaseModel):
+    """A recipe section: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskConfig(Section):
+    """Base of every task kind's config (``edgepipe.tasks``)."""
+
+    kind: str
+
+
+class SourceConfig(Section):
+    """Base of every model source's config: where the torch model comes from (``edgepipe.stage``)."""
+
+    kind: str
+
+    def identity(self, base_dir: Path, task: Any) -> dict[str, Any]:
+        """What keys this source's cache besides tool versions: its config and the task it serves. A
+        source that reads files keys on their content instead of their path, so a moved folder is still
+        a cache hit and an edited file is not."""
+        return {"config": self.model_dump(mode="json"), "task": task.describe()}
+
+
+class StageConfig(Section):
+    """Base of every torch-side stage's config (finetune, and the compression stages)."""
+
+    stage: str
+
+    def extra_sources(self) -> dict[str, SourceConfig]:
+        """Other models this stage reads besides the one it transforms, by role (a teacher)."""
+        return {}
+
+
+class QuantizeConfig(Section):
+    """Base of every post-training quantizer's config. Subclasses name the tool's own options."""
+
+    method: str
+    # What the variant's artifacts are called: "int8", "int4", "fp16", ...
+    precision: ClassVar[str] = "int8"
+
+    def variant_name(self, fmt: str) -> str:
+        """Readable and distinct per entry, e.g. ``onnx-int8-static`` or ``openvino-int8-static-mixed``."""
+        return "-".join([fmt, self.precision, self.method, *self.name_parts()])
+
+    def name_parts(self) -> list[str]:
+        """Short words for each option that differs from its default."""
+        return []
+
+
+class TargetConfig(Section):
+    """Base of every format's target (``export.<format>.Target``): the format's export options, and
+    ``quantize`` entries that each add a variant made by one of the format's quantizers."""
+
+    format: str
+    quantize: list[SerializeAsAny[QuantizeConfig]] = []
+
+    quantizers: ClassVar[dict[str, type[QuantizeConfig]]] = {}  # method -> config class
+    default_method: ClassVar[str | None] = None
+
+    @field_validator("quantize", mode="before")
+    @classmethod
+    def _quantizer_configs(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        fmt = str(cls.model_fields["format"].default)
+        out: list[QuantizeConfig] = []
+        for i, entry in enumerate(v):
+            if isinstance(entry, QuantizeConfig):
+                out.append(entry)
+                continue
+            if not cls.quantizers:
+                raise ValueError(f"{i}: format '{fmt}' has no quantizer yet")
+            try:
+                method = pick_registered(entry, "method", cls.quantizers, f"{fmt} quantize method", cls.default_method)
+            except ValueError as e:
+                raise ValueError(f"{i}.{e}") from None
+            out.append(validate_as(cls.quantizers[method], entry, str(i)))
+        names = [q.variant_name(fmt) for q in out]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"{i}: makes the same variant as quantize.{names.index(name)} ('{name}')")
+        return out
+
+
+def validation_message(err: ValidationError, prefix: tuple[str | int, ...] = ()) -> str:
+    """One line for the first error: ``field.path: message (got value)``, plus a count of further errors."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in (*prefix, *first["loc"])) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field"
+    if first["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+        sub, sep, rest = msg.partition(": ")
+        if sep and re.fullmatch(r"\w+(\.\w+)*", sub):  # "quantize.0.method: ..." names a sub-field
+            loc, msg = (f"{loc}.{sub}" if loc != "(top level)" else sub), rest
+    got = first.get("input")
+    quiet = ("missing", "extra_forbidden", "value_error")
+    shown = "" if first["type"] in quiet or isinstance(got, (dict, list)) else f" (got {got!r})"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{loc}: {msg}{shown}{more}"
+
+
+def validate_as(cls: type[C], data: Any, where: str = "") -> C:
+    """Validate ``data`` as ``cls`` inside a pydantic validator: a failure becomes a ValueError whose
+    message starts with the sub-field path, which ``validation_message`` folds into the location."""
+    if isinstance(data, cls):
+        return data
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        message = validation_message(e).removeprefix("(top level): ")  # a whole-section rule: no sub-field
+        raise ValueError(f"{where}.{message}" if where else message) from None
+
+
+def pick_registered(data: Any, key: str, registry: Mapping[str, Any], what: str, default: str | None = None) -> str:
+    """The registered name a config mapping selects with ``key`` (e.g. a source's ``kind``)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"must be a mapping with a '{key}' field, got {type(data).__name__}")
+    name = data.get(key, default)
+    if name is None:
+        raise ValueError(f"{key}: Field required (one of: {', '.join(registry)})")
+    if name not in registry:
+        raise ValueError(f"{key}: unknown {what} '{name}' (known: {', '.join(registry)})")
+    return str(name)

@@ -1,0 +1,125 @@
+"""The results contract, typed: one ``ResultRow`` per (artifact, runtime, device, benchmark point), and the
+``results.json`` document that holds them. Every rendering (table, Markdown, CSV) is made from these.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+# 2: ``task`` block; rows gain task, sequence_length, breakdown and nonfinite_outputs; ci95 is null when
+# there are too few runs for a 95% interval.
+RESULTS_SCHEMA_VERSION = 2
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArtifactRef(_Strict):
+    """The model file a row measured: identified by sha256, paired with its parents by lineage."""
+
+    name: str | None = None
+    format: str
+    precision: str | None = None
+    path: str
+    size_bytes: int
+    sha256: str
+    parent_sha256: str | None = None
+
+
+class LatencyStats(_Strict):
+    """Per-call latency in ms. ``ci95`` is the distribution-free 95% interval of the median, or None
+    when there are too few runs for one."""
+
+    n: int
+    mean: float
+    std: float
+    min: float
+    median: float
+    p90: float
+    p99: float
+    max: float
+    iqr: float
+    ci95: list[float] | None
+
+
+class Comparison(BaseModel):
+    """A quantized row against the FP32 row it was made from, same runtime, device, threads and shape:
+    ``ratio`` = FP32 median / this median (> 1: faster); ``<metric>_delta`` per task metric."""
+
+    model_config = ConfigDict(extra="allow")
+
+    baseline: str
+    ratio: float
+    significant: bool
+    size_ratio: float
+
+
+class GateResult(_Strict):
+    passed: bool
+    failures: list[str]
+
+
+class ResultRow(_Strict):
+    name: str | None = None
+    artifact: ArtifactRef
+    runtime: str
+    runtime_version: str | None = None
+    device: str
+    threads: int | None
+    batch_size: int | None
+    sequence_length: int | None = None
+    status: Literal["ok", "failed", "unavailable"]
+    error: str | None = None
+    task: str | None = None  # the task kind whose metrics these are
+    inputs: list[dict[str, Any]] = []
+    input_source: str | None = None
+    load_ms: float | None = None
+    first_run_ms: float | None = None
+    latency_ms: LatencyStats | None = None
+    throughput_per_s: float | None = None
+    peak_rss_mb: float | None = None
+    metrics: dict[str, float] = {}
+    parity: dict[str, float] | None = None
+    breakdown: dict[str, dict[str, float]] = {}  # metrics and parity per evaluation group (e.g. length)
+    nonfinite_outputs: int | None = None  # NaN or Inf values in the evaluated outputs
+    vs_fp32: Comparison | None = None
+    gates: GateResult | None = None
+    session: dict[str, Any] = {}
+
+    @property
+    def label(self) -> str:
+        """``<artifact name>@<runtime>``; a bare file without a name is ``<format>/<precision>@<runtime>``."""
+        a = self.artifact
+        return f"{self.name or a.name or f'{a.format}/{a.precision or chr(63)}'}@{self.runtime}"
+
+    def same_setup(self, other: ResultRow) -> bool:
+        return (self.runtime, self.device, self.threads, self.batch_size, self.sequence_length) == (
+            other.runtime,
+            other.device,
+            other.threads,
+            other.batch_size,
+            other.sequence_length,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def failed_row(
+    artifact: ArtifactRef, runtime: str, device: str, status: Literal["failed", "unavailable"], error: str, **point: Any
+) -> ResultRow:
+    """A row for a benchmark that could not run: ``status`` "unavailable" (runtime or device missing) or
+    "failed" (the runtime failed on this model)."""
+    return ResultRow(
+        artifact=artifact,
+        runtime=runtime,
+        device=device,
+        threads=point.get("threads"),
+        batch_size=point.get("batch_size"),
+        sequence_length=point.get("sequence_length"),
+        status=status,
+        error=error,
+    )

@@ -1,0 +1,192 @@
+"""The runner: recipe -> task data -> torch model (source + stages) -> exports -> PTQ variants ->
+benchmarks -> gates -> results.{json,md,csv}.
+
+Building goes through the artifact store (``edgepipe.chain``), so a re-run skips every verified step.
+Benchmarks always run again: they are measurements. The API prints nothing unless given a ``log``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgepipe.artifact import Artifact
+from edgepipe.chain import build_model, build_targets, check_tools
+from edgepipe.environment import describe_environment
+from edgepipe.errors import InputError
+from edgepipe.files import sha256_json
+from edgepipe.gates import check_gates
+from edgepipe.recipe import Recipe, load_recipe
+from edgepipe.results import RESULTS_SCHEMA_VERSION, ResultRow
+from edgepipe.stage import Log, StageContext, silent
+from edgepipe.store import ArtifactStore
+from edgepipe.tasks import EvalSet, Task, build_task
+from edgepipe.tasks.base import load_outputs, save_outputs
+
+
+@dataclass
+class RunResult:
+    results: dict[str, Any]
+    rows: list[ResultRow]
+    out_dir: Path
+    paths: dict[str, Path]
+    gate_failures: list[str]
+    # Set when no artifact could be checked at all (every runtime unavailable): the run proves nothing.
+    unchecked: str | None = None
+
+
+def reference_outputs(model: Artifact, data: EvalSet, data_dir: Path, threads: int) -> tuple[Path, list[Any]]:
+    """The torch model's outputs on the evaluation data, saved once per (model, data) pair."""
+    from edgepipe.benchmarks.harness import for_session
+    from edgepipe.runtimes import get_runtime
+
+    path = data_dir / f"reference-{model.sha256[:12]}-{data.sha256()[:12]}.npz"
+    try:
+        outputs = load_outputs(path)
+        if len(outputs) == len(data.batches):
+            return path, outputs
+    except (OSError, ValueError, KeyError):
+        pass
+    with get_runtime("torch").load(model.model_file, threads=threads) as session:
+        outputs = [session.run(for_session(session, b)[0])[0] for b in data.batches]
+    save_outputs(path, outputs)
+    return path, outputs
+
+
+def _points(recipe: Recipe, task: Task, pre: Any, data_dir: Path) -> list[dict[str, Any]]:
+    """Every (threads, batch, sequence length) combination, with real test data saved for each shape."""
+    b = recipe.benchmark
+    lengths: list[int | None] = list(b.sequence_lengths) if b.sequence_lengths else task.sequence_lengths()
+    feeds: dict[tuple[int, int | None], str] = {}
+    points = []
+    for threads, batch, length in itertools.product(b.threads, b.batch_size, lengths):
+        if (batch, length) not in feeds:
+            batches = task.timing_feeds(pre, batch, length)
+            data = EvalSet(batches, [None] * len(batches))
+            feeds[(batch, length)] = str(data.save(data_dir / f"timing-{data.sha256()[:12]}.npz"))
+        points.append(
+            {"threads": threads, "batch_size": batch, "sequence_length": length, "feeds": feeds[(batch, length)]}
+        )
+    return points
+
+
+def _jobs(
+    recipe: Recipe, artifacts: list[Artifact], points: list[dict[str, Any]], evaluation: dict[str, Any]
+) -> list[dict[str, Any]]:
+    from edgepipe.benchmarks.harness import describe_file
+    from edgepipe.runtimes import default_runtime
+
+    b = recipe.benchmark
+    jobs = []
+    for art in artifacts:
+        m = art.manifest
+        ref = describe_file(art.model_file, m.format).model_copy(update={"name": m.name, "precision": m.precision})
+        for runtime in dict.fromkeys([default_runtime(m.format), *b.runtimes.get(m.format, [])]):
+            for device in b.devices:
+                jobs.append(
+                    {
+                        "path": str(art.model_file),
+                        "runtime": runtime,
+                        "device": device,
+                        "points": points,
+                        "warmup": b.warmup,
+                        "runs": b.runs,
+                        "max_seconds": b.max_seconds,
+                        "seed": recipe.seed,
+                        "eval": evaluation,
+                        "artifact": {**ref.model_dump(), "parent_sha256": m.lineage.parent_sha256},
+                    }
+                )
+    return jobs
+
+
+def run_recipe(
+    recipe: Recipe | str | Path, out_dir: str | Path | None = None, force: bool = False, log: Log | None = None
+) -> RunResult:
+    """Run a recipe end to end and write results.json / .md / .csv into the run folder.
+
+    Gate failures do not raise: they are in ``RunResult.gate_failures`` (the CLI exits 4 on them), and a
+    run in which nothing could be checked says so in ``RunResult.unchecked`` (the CLI exits 3).
+
+    >>> result = run_recipe("recipes/quickstart.yaml", log=print)   # doctest: +SKIP
+    >>> result.rows[0].latency_ms.median                             # doctest: +SKIP
+    """
+    from edgepipe.benchmarks.report import add_comparisons, render_table, write_results
+    from edgepipe.benchmarks.worker import run_in_subprocess
+
+    log = log or silent
+    started = time.perf_counter()
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(out_dir or recipe.output_dir or Path("runs") / recipe.name)
+    check_tools(recipe)
+    try:
+        store = ArtifactStore(out / "artifacts")
+    except OSError as e:
+        raise InputError(f"{out}: cannot create the run folder ({e.strerror})") from None
+
+    task = build_task(recipe.task, recipe.seed)
+    ctx = StageContext(task, recipe.seed, recipe.base_dir, log)
+    log(f"[data] {task.kind} on {task.name}: " + ", ".join(f"{k} {v}" for k, v in task.split_sizes().items()))
+    model = build_model(recipe, ctx, store, force)
+    exported = build_targets(recipe, ctx, model, store, force)
+
+    data_dir = out / "data"
+    pre = ctx.preprocessor(model)
+    data = task.eval_set(pre)
+    data_path = data.save(data_dir / f"eval-{data.sha256()[:12]}.npz")
+    reference_path, reference = reference_outputs(model, data, data_dir, recipe.benchmark.threads[0])
+    evaluation = {"task": task.kind, "data": str(data_path), "reference": str(reference_path)}
+    points = _points(recipe, task, pre, data_dir)
+
+    artifacts = ([model] if recipe.benchmark.reference else []) + exported
+    rows: list[ResultRow] = []
+    for job in _jobs(recipe, artifacts, points, evaluation):
+        t0 = time.perf_counter()
+        for row in run_in_subprocess(job, recipe.benchmark.timeout_s):
+            row.name = job["artifact"]["name"]
+            lat = row.latency_ms
+            status = f"median {lat.median:.3f} ms (n={lat.n})" if lat else f"{row.status}: {row.error}"
+            point = f" {row.batch_size}x{row.sequence_length}" if row.sequence_length else ""
+            log(f"[bench] {row.name} on {job['runtime']}/{job['device']}{point}: {status}")
+            rows.append(row)
+        took = time.perf_counter() - t0
+        log(f"[bench] {job['artifact']['name']} on {job['runtime']}/{job['device']} took {took:.1f} s")
+
+    notes = add_comparisons(rows, type(task))
+    reference_metrics, _, _ = task.quality(reference, data, None)
+    report = check_gates(rows, type(task), recipe.gates, reference_metrics)
+    notes += [f"GATE FAILED: {f}" for f in report.failures]
+    unchecked = None
+    if report.needed and not report.checked:
+        unchecked = f"no artifact could be checked: all {report.needed} benchmark rows were unavailable"
+        notes.append(unchecked[0].upper() + unchecked[1:])
+    results = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "recipe": {
+            "name": recipe.name,
+            "config": recipe.model_dump(mode="json"),
+            "sha256": sha256_json(recipe.model_dump(mode="json")),
+        },
+        "task": {
+            "kind": task.kind,
+            "name": task.name,
+            "reference_metrics": reference_metrics,
+            "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better} for m in task.metrics],
+            "parity": [{"name": m.name, "higher_is_better": m.higher_is_better} for m in task.parity_measures],
+        },
+        "environment": describe_environment(),
+        "notes": notes,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    paths = write_results(results, rows, type(task), out)
+    log("")
+    log(render_table(rows, type(task)))
+    log("")
+    for n in notes:
+        log(f"- {n}")
+    log(f"\nwrote {paths['json']}, {paths['md'].name}, {paths['csv'].name} in {results['wall_seconds']:.1f} s")
+    return RunResult({**results, "results": [r.to_dict() for r in rows]}, rows, out, paths, report.failures, unchecked)

@@ -1,0 +1,192 @@
+"""The artifact store: stages build into a temporary folder that is renamed into place only when every
+file and the manifest are written, so a killed run leaves at worst a ``.tmp-*`` folder that no later run
+trusts. An artifact is reused only when its manifest parses and every file's sha256 matches: that is the
+cache (key = stage + config + parents' hashes + tool versions).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from edgepipe.artifact import SCHEMA_VERSION, Artifact, FileEntry, Lineage, Manifest, Parent, verify
+from edgepipe.files import atomic_write_text, content_sha256, sha256_file, sha256_json, shareable_dir
+from edgepipe.formats import MANIFEST_NAME
+from edgepipe.tensors import TensorSpec
+
+# {role: artifact}; the first entry is the primary parent (role "model"), whose task and preprocessing
+# a derived artifact inherits.
+Parents = Mapping[str, Artifact]
+
+
+@dataclass
+class StageOutput:
+    """What a stage's build function reports about the files it wrote into its folder (all of which
+    belong to the artifact: a stage deletes its scratch files)."""
+
+    format: str
+    precision: str
+    primary: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    quantization: dict[str, Any] | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    # None: the primary parent's block, its files copied along (a tokenizer travels with every export).
+    preprocessing: dict[str, Any] | None = None
+
+
+_OWNER_FILE = ".owner-pid"
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 1:  # not a builder we can identify (0, negative, or a container's init)
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _primary(parents: Parents) -> Artifact | None:
+    return next(iter(parents.values()), None)
+
+
+def _inherit_preprocessing(parent: Artifact | None, out: StageOutput, folder: Path) -> dict[str, Any]:
+    if out.preprocessing is not None:
+        return out.preprocessing
+    if parent is None:
+        return {}
+    block = parent.manifest.preprocessing
+    for name in block.get("files", []):
+        if not (folder / name).exists():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(parent.file(name), folder / name)
+    return block
+
+
+class ArtifactStore:
+    """Artifacts of one run folder, keyed by (stage, config, parents, tool versions)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._clean_stale_temporaries()
+
+    def _clean_stale_temporaries(self) -> None:
+        # A killed run leaves .tmp-* folders behind. They are never read; one is removed once the
+        # process that was building it (its owner file holds the pid) no longer exists.
+        for tmp in self.root.glob(".tmp-*"):
+            try:
+                pid: int | None = int((tmp / _OWNER_FILE).read_text())
+            except (OSError, ValueError):
+                pid = None
+                try:
+                    if time.time() - tmp.stat().st_mtime < 60:  # just created; its owner file may follow
+                        continue
+                except FileNotFoundError:  # another run just renamed or removed it
+                    continue
+            if pid is None or not _alive(pid):
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def cache_key(stage: str, config: dict[str, Any], parents: Parents, tools: dict[str, str]) -> str:
+        return sha256_json(
+            {
+                "schema": SCHEMA_VERSION,
+                "stage": stage,
+                "config": config,
+                "parents": {role: a.sha256 for role, a in parents.items()},
+                "tools": tools,
+            }
+        )
+
+    def build(
+        self,
+        *,
+        name: str,
+        stage: str,
+        config: dict[str, Any],
+        parents: Parents,
+        tools: dict[str, str],
+        build: Callable[[Path], StageOutput],
+        task: dict[str, Any] | None = None,
+        seed: int | None = None,
+        force: bool = False,
+    ) -> tuple[Artifact, bool]:
+        """Return ``(artifact, cached)``: a verified cached artifact, or a freshly built one."""
+        key = self.cache_key(stage, config, parents, tools)
+        final = self.root / f"{name}-{key[:12]}"
+        if not force and (cached := verify(final)) is not None:
+            return cached, True
+
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.root))
+        shareable_dir(tmp)
+        owner = tmp / _OWNER_FILE
+        owner.write_text(str(os.getpid()))
+        primary = _primary(parents)
+        try:
+            out = build(tmp)
+            preprocessing = _inherit_preprocessing(primary, out, tmp)
+            # Every file the stage left is part of the artifact (IR .bin, external data, tokenizer).
+            # The owner file stays until the rename, so no other run takes this folder for abandoned.
+            names = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file() and f != owner)
+            entries = [
+                FileEntry(path=n, size_bytes=(tmp / n).stat().st_size, sha256=sha256_file(tmp / n)) for n in names
+            ]
+            model_files = [(e.path, e.sha256) for e in entries if e.path not in preprocessing.get("files", [])]
+            manifest = Manifest(
+                name=name,
+                format=out.format,
+                precision=out.precision,
+                primary=out.primary,
+                files=entries,
+                sha256=content_sha256(model_files or [(e.path, e.sha256) for e in entries]),
+                size_bytes=sum(e.size_bytes for e in entries),
+                inputs=out.inputs,
+                outputs=out.outputs,
+                task=task or (primary.manifest.task if primary else {}),
+                preprocessing=preprocessing,
+                model=out.model,
+                quantization=out.quantization,
+                lineage=Lineage(
+                    stage=stage,
+                    config=config,
+                    parent_sha256=primary.sha256 if primary else None,
+                    parent_path=primary.path.name if primary else None,
+                    parents=[Parent(role=r, sha256=a.sha256, path=a.path.name) for r, a in parents.items()],
+                    cache_key=key,
+                ),
+                tools=tools,
+                seed=seed,
+                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            )
+            atomic_write_text(tmp / MANIFEST_NAME, manifest.model_dump_json(indent=2))
+            if final.exists():
+                if not force and (done := verify(final)) is not None:
+                    # A concurrent run of the same stage finished first: share its artifact.
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return done, True
+                shutil.rmtree(final, ignore_errors=True)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                # A concurrent run of the same stage renamed its copy first: use it if it verifies.
+                if (done := verify(final)) is None:
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+                return done, True
+            (final / _OWNER_FILE).unlink(missing_ok=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Artifact(final, manifest), False
