@@ -110,17 +110,17 @@ def build_module(spec: dict[str, Any], folder: Path) -> torch.nn.Module:
     return built
 
 
-def fit_to_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
-    """Give every parameter and buffer whose saved shape differs the saved shape, and the standard layers
-    the matching size attributes (a structurally pruned model has fewer channels, heads or features).
-    Returns the names of the tensors it resized."""
+def fit_to_state(module: torch.nn.Module, state: dict[str, torch.Tensor], names: list[str]) -> None:
+    """Give the named parameters and buffers their saved shapes, and the standard layers the matching size
+    attributes: a structurally pruned model has fewer channels, heads or features than its spec builds.
+    Only tensors the spec lists as resized are fitted, so weights that do not fit are still refused."""
     import torch
     from torch import nn
 
     own = dict(module.state_dict())
-    resized = []
-    for name, saved in state.items():
-        if name not in own or own[name].shape == saved.shape:
+    for name in names:
+        saved = state.get(name)
+        if saved is None or name not in own or own[name].shape == saved.shape:
             continue
         owner_name, _, attr = name.rpartition(".")
         owner = module.get_submodule(owner_name)
@@ -129,7 +129,6 @@ def fit_to_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> lis
             setattr(owner, attr, nn.Parameter(empty, requires_grad=owner._parameters[attr].requires_grad))  # type: ignore[union-attr]
         else:
             owner._buffers[attr] = empty
-        resized.append(name)
     for sub in module.modules():
         weight = getattr(sub, "weight", None)
         if not isinstance(weight, torch.Tensor):
@@ -144,12 +143,11 @@ def fit_to_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> lis
             sub.normalized_shape = tuple(weight.shape)
         elif isinstance(sub, nn.Embedding):
             sub.num_embeddings, sub.embedding_dim = weight.shape
-    return resized
 
 
-def load_weights(module: torch.nn.Module, path: Path) -> torch.nn.Module:
-    """Load safetensors weights strictly into ``module`` (fitting shapes first); tied tensors saved once
-    by ``save_model`` count as present."""
+def load_weights(module: torch.nn.Module, path: Path, resized: list[str] | None = None) -> torch.nn.Module:
+    """Load safetensors weights strictly into ``module``, after fitting the ``resized`` tensors to their
+    saved shapes; tied tensors saved once by ``save_model`` count as present."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -157,7 +155,7 @@ def load_weights(module: torch.nn.Module, path: Path) -> torch.nn.Module:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise InputError(f"{path}: not a valid safetensors file ({e})") from None
-    fit_to_state(module, state)
+    fit_to_state(module, state, resized or [])
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as e:
@@ -179,6 +177,18 @@ def save_weights(module: torch.nn.Module, path: Path) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def save_torch_model(module: torch.nn.Module, spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Write a torch artifact's weights and complete its spec: the parameter count, and the tensors whose
+    shapes differ from what the spec builds (a pruning stage shrank them), which loading will fit."""
+    built = build_module(spec, out).state_dict()
+    spec = {k: v for k, v in spec.items() if k not in ("resized", "parameters", "training")}
+    resized = sorted(n for n, t in module.state_dict().items() if n in built and built[n].shape != t.shape)
+    if resized:
+        spec["resized"] = resized
+    spec["parameters"] = save_weights(module, out / WEIGHTS_FILE)
+    return spec
+
+
 def copy_spec_files(parent: Artifact, out: Path) -> None:
     """Copy the files a module spec builds from (a config.json, a user's module file) into a derived
     torch artifact, so it rebuilds on its own."""
@@ -190,4 +200,5 @@ def copy_spec_files(parent: Artifact, out: Path) -> None:
 
 def load_torch_model(artifact: Artifact) -> torch.nn.Module:
     """Rebuild a torch artifact's module from its spec and load its weights (never unpickles)."""
-    return load_weights(build_module(artifact.manifest.model, artifact.path), artifact.model_file)
+    spec = artifact.manifest.model
+    return load_weights(build_module(spec, artifact.path), artifact.model_file, spec.get("resized"))

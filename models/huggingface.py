@@ -117,8 +117,14 @@ def build_from_spec(spec: dict[str, Any], folder: Path) -> torch.nn.Module:
     return _wrapper(model.eval(), spec["output"], spec["input_names"])
 
 
+# The files of tokenizers that transformers can convert into the one-file format (tokenizer.json).
+SLOW_TOKENIZER_FILES = ("vocab.txt", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model", "merges.txt")
+
+
 def _tokenizer_files(folder: Path, out: Path) -> list[str]:
     if not (folder / "tokenizer.json").is_file():
+        if not any((folder / n).is_file() for n in SLOW_TOKENIZER_FILES):
+            raise InputError(f"{folder}: the model has no tokenizer (no tokenizer.json, vocab.txt or the like)")
         try:  # a slow tokenizer (vocab.txt, ...) converted by transformers into the one-file format
             from transformers import AutoTokenizer
 
@@ -137,7 +143,9 @@ def load_huggingface(parents: Parents, config: HuggingFaceSource, out: Path, ctx
     """Load the folder's model for the recipe's task kind; save weights, config and tokenizer."""
     import transformers
 
-    from edgepipe.models import save_weights
+    transformers.utils.logging.set_verbosity_error()  # its progress bars and notices are not the user's
+    transformers.utils.logging.disable_progress_bar()
+    from edgepipe.models import save_torch_model
     from edgepipe.text import Tokenizer
 
     folder = resolve_folder(config.path, ctx.base_dir)
@@ -195,7 +203,7 @@ def load_huggingface(parents: Parents, config: HuggingFaceSource, out: Path, ctx
         "source": config.path,
         "files": ["config.json"],
     }
-    spec["parameters"] = save_weights(wrapper, out / "model.safetensors")
+    spec = save_torch_model(wrapper, spec, out)
     ctx.log(f"[huggingface] {spec['architecture']}: {spec['parameters']:,} parameters from {folder}")
     return StageOutput(
         format="torch",

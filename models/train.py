@@ -128,7 +128,7 @@ def _summary(history: dict[str, Any]) -> str:
 
 def train_source(parents: Parents, config: TrainSource, out: Path, ctx: StageContext) -> StageOutput:
     """Build a zoo family for the task (training its tokenizer first on text tasks) and train it."""
-    from edgepipe.models import build_module, family_module, save_weights, validate_params, zoo_spec
+    from edgepipe.models import build_module, family_module, save_torch_model, validate_params, zoo_spec
     from edgepipe.tasks import Preprocessor
 
     family_module(config.family)  # unavailable (exit 3) before any work when torch is missing
@@ -146,7 +146,7 @@ def train_source(parents: Parents, config: TrainSource, out: Path, ctx: StageCon
     model = build_module(spec, out)
     history = train(model, ctx.task, Preprocessor(io.inputs, tokenizer, io.max_length), config, ctx.seed, ctx)
     ctx.log(f"[train] {config.family}: {_summary(history)}")
-    spec["parameters"] = save_weights(model, out / "model.safetensors")
+    spec = save_torch_model(model, spec, out)
     return StageOutput(
         format="torch",
         precision="fp32",
@@ -160,15 +160,14 @@ def train_source(parents: Parents, config: TrainSource, out: Path, ctx: StageCon
 
 def finetune_stage(parents: Parents, config: Finetune, out: Path, ctx: StageContext) -> StageOutput:
     """Train the parent torch model further; its module spec (and so any change of shape) is kept."""
-    from edgepipe.models import copy_spec_files, save_weights
+    from edgepipe.models import copy_spec_files, save_torch_model
 
     parent = parents["model"]
     copy_spec_files(parent, out)
     model = ctx.torch_module(parent)
     history = train(model, ctx.task, ctx.preprocessor(parent), config, ctx.seed, ctx)
     ctx.log(f"[finetune] {_summary(history)}")
-    spec = {k: v for k, v in parent.manifest.model.items() if k != "training"}
-    spec["parameters"] = save_weights(model, out / "model.safetensors")
+    spec = save_torch_model(model, parent.manifest.model, out)
     return StageOutput(
         format="torch",
         precision=parent.manifest.precision,

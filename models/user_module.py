@@ -118,7 +118,7 @@ def _check_outputs(model: torch.nn.Module, feeds: dict[str, Any], io: Any, origi
 
 def load_module_source(parents: Parents, config: ModuleSource, out: Path, ctx: StageContext) -> StageOutput:
     """Build the user's class, load its weights strictly, check its outputs fit the task, save."""
-    from edgepipe.models import io_spec, load_weights, save_weights
+    from edgepipe.models import io_spec, load_weights, save_torch_model
     from edgepipe.tasks import Preprocessor
 
     origin = _resolve(config.file, ctx.base_dir, "file")
@@ -136,7 +136,7 @@ def load_module_source(parents: Parents, config: ModuleSource, out: Path, ctx: S
     if config.weights is not None:
         load_weights(model, _resolve(config.weights, ctx.base_dir, "weights"))
     _check_outputs(model, ctx.task.example_feeds(Preprocessor(io.inputs), 2), io, origin)
-    spec["parameters"] = save_weights(model, out / "model.safetensors")
+    spec = save_torch_model(model, spec, out)
     ctx.log(f"[module] {config.class_name}: {spec['parameters']:,} parameters from {origin}")
     return StageOutput(
         format="torch",

@@ -54,5 +54,6 @@ class TorchRuntime(Runtime[Session]):
         manifest = read_manifest(Path(path).parent)
         if manifest.format != "torch":
             raise InputError(f"{path}: manifest says format '{manifest.format}', not torch")
-        module = load_weights(build_module(manifest.model, Path(path).parent), Path(path))
+        folder = Path(path).parent
+        module = load_weights(build_module(manifest.model, folder), Path(path), manifest.model.get("resized"))
         return TorchSession(module, device, manifest.inputs, manifest.outputs)
