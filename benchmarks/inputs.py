@@ -44,15 +44,16 @@ def concrete_shape(spec: TensorSpec, batch: int, sequence_length: int | None) ->
 
 def _integers(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarray, str]:
     name = spec.name.lower()
-    if spec.value_range is not None:
-        lo, hi = spec.value_range
-        return rng.integers(lo, hi + 1, size=shape), f"values in [{lo}, {hi}]"
+    # By name first: a real input is unpadded (mask of ones) with one segment (token types of zeros).
     if "mask" in name:
         return np.ones(shape), "ones"
     if "type" in name or "segment" in name:
         return np.zeros(shape), "zeros"
     if "position" in name and len(shape) >= 2:
         return np.broadcast_to(np.arange(shape[-1]), shape), "positions"
+    if spec.value_range is not None:
+        lo, hi = spec.value_range
+        return rng.integers(lo, hi + 1, size=shape), f"values in [{lo}, {hi}]"
     return rng.integers(0, 100, size=shape), "values in [0, 99] (range unknown)"
 
 

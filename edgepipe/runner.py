@@ -132,11 +132,11 @@ def run_recipe(
     ctx = StageContext(task, recipe.seed, recipe.base_dir, log)
     log(f"[data] {task.kind} on {task.name}: " + ", ".join(f"{k} {v}" for k, v in task.split_sizes().items()))
     model = build_model(recipe, ctx, store, force)
+    pre = ctx.preprocessor(model)
+    data = task.eval_set(pre)  # before any export: a length the model cannot take fails here
     exported = build_targets(recipe, ctx, model, store, force)
 
     data_dir = out / "data"
-    pre = ctx.preprocessor(model)
-    data = task.eval_set(pre)
     data_path = data.save(data_dir / f"eval-{data.sha256()[:12]}.npz")
     reference_path, reference = reference_outputs(model, data, data_dir, recipe.benchmark.threads[0])
     evaluation = {"task": task.kind, "data": str(data_path), "reference": str(reference_path)}

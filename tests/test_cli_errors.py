@@ -492,3 +492,48 @@ def test_bench_model_that_fails_on_generated_inputs(cli, tmp_path):
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     line = assert_one_line_error(cli(["bench", str(path), "--runs", "5"]), 2, str(path), "synthetic (seed 0)")
     assert "[1, 1, 1, 1]" in line and "h=1, w_dim=1" in line  # the user sees what was guessed
+
+
+# --------------------------------------------------------------------------------------------------
+# edgepipe run: models a user brings (a Hugging Face folder, a module file) that are not right
+# --------------------------------------------------------------------------------------------------
+
+MODULE = "import torch\n\nclass Net(torch.nn.Module):\n    def forward(self, x):\n        return x.flatten(1)[:, :10]\n"
+
+
+def _bring_your_own(tmp_path: Path, source: str, task: str) -> Path:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"name: x\ntask: {task}\nsource: {source}\ntargets: [{{format: onnx}}]\n")
+    (tmp_path / "net.py").write_text(MODULE)
+    return recipe
+
+
+@pytest.mark.parametrize(
+    ("source", "needles"),
+    [
+        ("{kind: module, file: net.py, class: Missing}", ["net.py: no class named 'Missing' (source.class)"]),
+        ("{kind: module, file: nowhere.py, class: Net}", ["source.file:", "nowhere.py: no such file"]),
+        ("{kind: module, file: net.py, class: Net, weights: net.py}", ["net.py: not a valid safetensors file"]),
+        ("{kind: huggingface, path: .}", ["not a Hugging Face model folder (no config.json)"]),
+        ("{kind: huggingface, path: package:not_installed_anywhere/model}", ["package 'not_installed_anywhere'"]),
+    ],
+    ids=["no-such-class", "no-such-file", "weights-not-safetensors", "folder-not-a-model", "package-missing"],
+)
+def test_run_bad_model_source(cli, tmp_path, source, needles):
+    task = "{kind: embedding}" if "huggingface" in source else "{kind: classification, image_size: 8}"
+    recipe = _bring_your_own(tmp_path, source, task)
+    result = cli(["run", str(recipe), "--out", str(tmp_path / "out")])
+    assert_one_line_error(result, 2, *needles)
+    assert not list((tmp_path / "out" / "artifacts").glob("*")), "nothing half-built is left"
+
+
+@pytest.mark.slow
+def test_run_sequence_longer_than_the_model_takes(cli, tmp_path, minilm_folder):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: x\ntask: {{kind: embedding, sequence_lengths: [16, 600]}}\n"
+        f"source: {{kind: huggingface, path: {minilm_folder}}}\ntargets: [{{format: onnx}}]\n"
+    )
+    result = cli(["run", str(recipe), "--out", str(tmp_path / "out")])
+    assert_one_line_error(result, 2, "task.sequence_lengths: 600 is longer than the model's maximum 512")
+    assert not list((tmp_path / "out" / "artifacts").glob("onnx-*")), "it fails before any export"

@@ -17,7 +17,7 @@ from edgepipe.stage import StageContext
 from edgepipe.store import ArtifactStore
 from edgepipe.tasks import build_task, task_class
 
-MODULE_CODE = '''
+MODULE_CODE = """
 import torch
 from torch import nn
 
@@ -29,7 +29,7 @@ class Tiny(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.body(image)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +64,13 @@ def test_a_users_module_file_with_weights_becomes_an_artifact(tmp_path, digits_c
     model = load_torch_model(art)
     from safetensors.torch import load_file
 
-    assert torch.equal(model.state_dict()["body.1.weight"], load_file(str(tmp_path / "tiny.safetensors"))["body.1.weight"])
+    saved = load_file(str(tmp_path / "tiny.safetensors"))
+    assert torch.equal(model.state_dict()["body.1.weight"], saved["body.1.weight"])
     # The cache keys on the files' content, not their path: the same files elsewhere are a cache hit.
     moved = tmp_path / "moved"
     shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("store", "moved"))
-    again = build_source(config, StageContext(digits_ctx.task, 0, base_dir=moved), ArtifactStore(tmp_path / "store"), False)
+    moved_ctx = StageContext(digits_ctx.task, 0, base_dir=moved)
+    again = build_source(config, moved_ctx, ArtifactStore(tmp_path / "store"), False)
     assert again.path == art.path
 
 
@@ -78,7 +80,10 @@ def test_a_users_module_file_with_weights_becomes_an_artifact(tmp_path, digits_c
         ({"file": "missing.py", "class": "Tiny"}, "source.file: "),
         ({"file": "tiny.py", "class": "Huge"}, "no class named 'Huge' (source.class)"),
         ({"file": "tiny.py", "class": "Tiny", "kwargs": {"depth": 3}}, "source.kwargs: Tiny(depth) failed"),
-        ({"file": "tiny.py", "class": "Tiny", "kwargs": {"hidden": 32}, "weights": "tiny.safetensors"}, "weights do not fit"),
+        (
+            {"file": "tiny.py", "class": "Tiny", "kwargs": {"hidden": 32}, "weights": "tiny.safetensors"},
+            "weights do not fit",
+        ),
         ({"file": "tiny.py", "class": "Tiny", "kwargs": {"classes": 7}}, "output 'logits' has shape [2, 7]"),
     ],
 )
@@ -111,7 +116,8 @@ def test_a_hugging_face_folder_becomes_an_artifact_with_its_tokenizer(minilm_art
     assert [s.name for s in m.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
     assert m.inputs[0].value_range == [0, 30521] and m.outputs[0].shape == ["batch", "sequence", 384]
     assert m.preprocessing["max_length"] == 512 and m.preprocessing["tokenizer"]["kind"] == "wordpiece"
-    assert {"tokenizer.json", "vocab.txt"} <= set(m.preprocessing["files"]) and (minilm_artifact.path / "config.json").is_file()
+    assert {"tokenizer.json", "vocab.txt"} <= set(m.preprocessing["files"])
+    assert (minilm_artifact.path / "config.json").is_file()
     assert m.preprocessing["pooling"]["pooling_mode_mean_tokens"] is True
     ids = torch.tensor([[101, 7592, 2088, 102]])
     ones, zeros = torch.ones_like(ids), torch.zeros_like(ids)
