@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.benchmarks.report import fp32_baseline
+from edgepipe.results import ResultRow
 
 
 def _run(recipe: str, out: Path) -> float:
@@ -44,25 +45,25 @@ def measure(recipe: str) -> dict[str, Any]:
         cold = _run(recipe, out)
         cached = _run(recipe, out)
         results = json.loads((out / "results.json").read_text())
-    rows = [r for r in results["results"] if r.get("status") == "ok"]
+    rows = [r for r in (ResultRow.model_validate(d) for d in results["results"]) if r.status == "ok"]
     comparisons = []
     for row in rows:
-        if not (vs := row.get("vs_fp32")):
+        if not (vs := row.vs_fp32):
             continue
         base = fp32_baseline(row, rows)
-        assert base is not None  # vs_fp32 exists only where the baseline does
+        assert base is not None and base.latency_ms and row.latency_ms  # vs_fp32 exists only with a baseline
         comparisons.append(
             {
-                "format": row["artifact"]["format"],
-                "runtime": row["runtime"],
-                "precision": row["artifact"]["precision"],
-                "accuracy_drop_points": -100 * vs["accuracy_delta"] + 0.0,  # + 0.0 turns -0.0 into 0.0
-                "size_ratio": vs["size_ratio"],
-                "latency_ratio_int8_over_fp32": 1 / vs["ratio"],
-                "speedup": vs["ratio"],
-                "speedup_significant": vs["significant"],
-                "median_ms": row["latency_ms"]["median"],
-                "fp32_median_ms": base["latency_ms"]["median"],
+                "format": row.artifact.format,
+                "runtime": row.runtime,
+                "precision": row.artifact.precision,
+                "accuracy_drop_points": -100 * vs.model_dump()["accuracy_delta"] + 0.0,  # + 0.0: -0.0 -> 0.0
+                "size_ratio": vs.size_ratio,
+                "latency_ratio_int8_over_fp32": 1 / vs.ratio,
+                "speedup": vs.ratio,
+                "speedup_significant": vs.significant,
+                "median_ms": row.latency_ms.median,
+                "fp32_median_ms": base.latency_ms.median,
             }
         )
     return {
@@ -70,7 +71,7 @@ def measure(recipe: str) -> dict[str, Any]:
         "cached_wall_s": cached,
         "comparisons": comparisons,
         "environment": {"cpu": results["environment"]["cpu"], "packages": results["environment"]["packages"]},
-        "threads": rows[0]["threads"] if rows else None,
+        "threads": rows[0].threads if rows else None,
     }
 
 

@@ -139,6 +139,19 @@ def _tokenizer_files(folder: Path, out: Path) -> list[str]:
     return sorted({*names, "tokenizer.json"})
 
 
+def _sentence_transformers_pooling(folder: Path) -> dict[str, Any] | None:
+    """The pooling a sentence-transformers folder applies after the encoder (its 1_Pooling config, and
+    whether modules.json ends with L2 normalisation), for an app to reproduce."""
+    pooling_file = folder / "1_Pooling" / "config.json"
+    if not pooling_file.is_file():
+        return None
+    pooling: dict[str, Any] = json.loads(pooling_file.read_text())
+    modules_file = folder / "modules.json"
+    modules = json.loads(modules_file.read_text()) if modules_file.is_file() else []
+    pooling["normalize"] = any(str(m.get("type", "")).endswith(".Normalize") for m in modules if isinstance(m, dict))
+    return pooling
+
+
 def load_huggingface(parents: Parents, config: HuggingFaceSource, out: Path, ctx: StageContext) -> StageOutput:
     """Load the folder's model for the recipe's task kind; save weights, config and tokenizer."""
     import transformers
@@ -146,6 +159,7 @@ def load_huggingface(parents: Parents, config: HuggingFaceSource, out: Path, ctx
     transformers.utils.logging.set_verbosity_error()  # its progress bars and notices are not the user's
     transformers.utils.logging.disable_progress_bar()
     from edgepipe.models import save_torch_model
+    from edgepipe.models.train import seed_everything
     from edgepipe.text import Tokenizer
 
     folder = resolve_folder(config.path, ctx.base_dir)
@@ -155,6 +169,7 @@ def load_huggingface(parents: Parents, config: HuggingFaceSource, out: Path, ctx
     if not (folder / "model.safetensors").is_file():
         raise InputError(f"{folder}: no model.safetensors (only safetensors weights are loaded, never pickles)")
     tokenizer_files = _tokenizer_files(folder, out)
+    seed_everything(ctx.seed)  # a head the folder lacks (a new classifier) is initialised reproducibly
     try:
         model = getattr(transformers, auto_class).from_pretrained(
             str(folder), local_files_only=True, use_safetensors=True, attn_implementation="eager"
@@ -189,8 +204,7 @@ def load_huggingface(parents: Parents, config: HuggingFaceSource, out: Path, ctx
     # tokenizer_config's model_max_length is often a huge placeholder; position embeddings are the limit.
     limits = [getattr(hf_config, "max_position_embeddings", None), settings.get("model_max_length")]
     max_length = min((n for n in limits if isinstance(n, int) and 0 < n < 1 << 20), default=None)
-    pooling_file = folder / "1_Pooling" / "config.json"
-    pooling = json.loads(pooling_file.read_text()) if pooling_file.is_file() else None
+    pooling = _sentence_transformers_pooling(folder)
     shutil.copyfile(folder / "config.json", out / "config.json")
     wrapper = _wrapper(model.eval(), output, input_names)
     spec = {

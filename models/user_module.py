@@ -119,6 +119,7 @@ def _check_outputs(model: torch.nn.Module, feeds: dict[str, Any], io: Any, origi
 def load_module_source(parents: Parents, config: ModuleSource, out: Path, ctx: StageContext) -> StageOutput:
     """Build the user's class, load its weights strictly, check its outputs fit the task, save."""
     from edgepipe.models import io_spec, load_weights, save_torch_model
+    from edgepipe.models.train import seed_everything
     from edgepipe.tasks import Preprocessor
 
     origin = _resolve(config.file, ctx.base_dir, "file")
@@ -132,6 +133,7 @@ def load_module_source(parents: Parents, config: ModuleSource, out: Path, ctx: S
         "io": io_spec(io),
         "files": [MODULE_FILE],
     }
+    seed_everything(ctx.seed)  # a module without weights starts from its own (seeded) initialisation
     model = _build(out / MODULE_FILE, spec, origin)
     if config.weights is not None:
         load_weights(model, _resolve(config.weights, ctx.base_dir, "weights"))

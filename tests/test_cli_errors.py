@@ -537,3 +537,16 @@ def test_run_sequence_longer_than_the_model_takes(cli, tmp_path, minilm_folder):
     result = cli(["run", str(recipe), "--out", str(tmp_path / "out")])
     assert_one_line_error(result, 2, "task.sequence_lengths: 600 is longer than the model's maximum 512")
     assert not list((tmp_path / "out" / "artifacts").glob("onnx-*")), "it fails before any export"
+
+
+def test_recipes_validate_without_torch_and_a_missing_torch_is_unavailable(cli, tmp_path, monkeypatch, no_training):
+    """Validation imports no torch: a bad field is still exit 2; a valid recipe that needs torch is exit 3."""
+    for name in [m for m in sys.modules if m == "torch" or m.startswith(("torch.", "edgepipe.models."))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntargets: [{format: onnx, quantize: [{method: static, preset: mixed}]}]\n")
+    assert_one_line_error(cli(["run", str(bad)]), 2, "targets.0.quantize.0.preset: unknown field")
+    good = tmp_path / "good.yaml"
+    good.write_text("name: x\ntargets: [{format: onnx}]\n")
+    assert_one_line_error(cli(["run", str(good), "--out", str(tmp_path / "out")]), 3, "needs torch", "pip install")

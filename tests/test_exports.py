@@ -9,11 +9,17 @@ import numpy as np
 import pytest
 
 from edgepipe.benchmarks.harness import Evaluation, evaluate
+from edgepipe.export import BACKENDS
 from edgepipe.models.train import predict
-from edgepipe.runtimes import get_runtime
+from edgepipe.runtimes import RUNTIMES, get_runtime, runtime_class
 from edgepipe.tasks import Preprocessor
 
-CASES = [("onnx", "onnxruntime"), ("openvino", "openvino"), ("onnx", "openvino")]
+# Every exportable format on every runtime that runs it.
+CASES = [(fmt, rt) for fmt in BACKENDS for rt in RUNTIMES if fmt in runtime_class(rt).formats]
+
+
+def test_every_format_runs_somewhere():
+    assert {fmt for fmt, _ in CASES} == set(BACKENDS)
 
 
 @pytest.fixture(scope="module")

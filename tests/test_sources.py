@@ -118,7 +118,7 @@ def test_a_hugging_face_folder_becomes_an_artifact_with_its_tokenizer(minilm_art
     assert m.preprocessing["max_length"] == 512 and m.preprocessing["tokenizer"]["kind"] == "wordpiece"
     assert {"tokenizer.json", "vocab.txt"} <= set(m.preprocessing["files"])
     assert (minilm_artifact.path / "config.json").is_file()
-    assert m.preprocessing["pooling"]["pooling_mode_mean_tokens"] is True
+    assert m.preprocessing["pooling"]["pooling_mode_mean_tokens"] is True and m.preprocessing["pooling"]["normalize"]
     ids = torch.tensor([[101, 7592, 2088, 102]])
     ones, zeros = torch.ones_like(ids), torch.zeros_like(ids)
     with torch.inference_mode():

@@ -90,8 +90,8 @@ class EmbeddingTask(Task):
     Config = EmbeddingConfig
     Gates = EmbeddingGates
     metrics = (
-        Measure("cosine_mean", "cosine mean", True),
-        Measure("cosine_worst", "cosine worst", True),
+        Measure("cosine_mean", "cosine mean", True, ".5f"),
+        Measure("cosine_worst", "cosine worst", True, ".5f"),
         Measure("nn_agreement", "NN agree", True),
     )
     parity_measures = (Measure("max_abs_diff", "max abs diff", False, ".2e"),)
