@@ -14,15 +14,24 @@ from edgepipe.runtimes.base import Runtime, Session
 from edgepipe.tensors import TensorSpec
 
 
+def _device_name(torch: Any, device: Any) -> str:
+    return str(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu"
+
+
 class TorchSession(Session):
     def __init__(self, module: Any, device: str, inputs: list[TensorSpec], outputs: list[TensorSpec]):
         import torch
 
         self._torch = torch
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            # FP32 on the GPU means FP32: TF32 convolutions and matrix products (cuDNN's default) move
+            # outputs by ~1e-3, which is another precision, not the reference's.
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.module = module.to(self.device).eval()
         self.inputs, self.outputs = inputs, outputs
-        self.info = {"torch_threads": torch.get_num_threads()}
+        self.info = {"torch_threads": torch.get_num_threads(), "device_name": _device_name(torch, self.device)}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         torch = self._torch
