@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.artifact import read_manifest, resolve_model_path
+from edgepipe.artifact import Manifest, read_manifest, resolve_model_path
 from edgepipe.benchmarks.inputs import synthetic_feeds
 from edgepipe.benchmarks.stats import latency_stats
 from edgepipe.errors import InputError, first_line
@@ -56,33 +56,44 @@ def side_files(path: Path) -> list[Path]:
     return [f for f in candidates.get(path.suffix.lower(), []) if f.is_file()]
 
 
-def _manifest_beside(path: Path, sha256: str) -> Any:
-    """The manifest of the edgepipe artifact this file belongs to, if its hash says it is that model."""
+def manifest_of(path: Path) -> Manifest | None:
+    """The manifest of the edgepipe artifact this model file belongs to, if the files its manifest calls
+    the model (the primary file and its side files, not a tokenizer) still have the manifest's hash."""
     if not (path.parent / MANIFEST_NAME).is_file():
         return None
     try:
         manifest = read_manifest(path.parent)
     except InputError:
         return None
-    return manifest if manifest.primary == path.name and manifest.sha256 == sha256 else None
+    model_files = [f.path for f in manifest.files if f.path not in manifest.preprocessing.get("files", [])]
+    if manifest.primary != path.name or not all((path.parent / f).is_file() for f in model_files):
+        return None
+    sha = content_sha256([(f, sha256_file(path.parent / f)) for f in model_files])
+    return manifest if sha == manifest.sha256 else None
 
 
 def describe_file(path: Path, format: str) -> ArtifactRef:
-    """The ``artifact`` block of a results row for a model file. Its name and precision are known only
-    when the file sits in an edgepipe artifact folder whose manifest matches its hash."""
+    """The ``artifact`` block of a results row for a model file: named, with its precision and parent,
+    when it is the model of an edgepipe artifact folder; a bare file counts with its side files."""
+    if manifest := manifest_of(path):
+        return ArtifactRef(
+            name=manifest.name,
+            format=format,
+            precision=manifest.precision,
+            path=str(path),
+            size_bytes=manifest.size_bytes,
+            sha256=manifest.sha256,
+            parent_sha256=manifest.lineage.parent_sha256,
+        )
     files = [path, *side_files(path)]
     sha = content_sha256([(f.name, sha256_file(f)) for f in files])
-    ref = ArtifactRef(format=format, path=str(path), size_bytes=sum(f.stat().st_size for f in files), sha256=sha)
-    if manifest := _manifest_beside(path, sha):
-        ref.name, ref.precision = manifest.name, manifest.precision
-        ref.parent_sha256 = manifest.lineage.parent_sha256
-    return ref
+    return ArtifactRef(format=format, path=str(path), size_bytes=sum(f.stat().st_size for f in files), sha256=sha)
 
 
-def _known_inputs(path: Path, sha256: str) -> list[TensorSpec]:
+def _known_inputs(path: Path) -> list[TensorSpec]:
     """What is known about the inputs beyond the runtime's view: value ranges from the artifact's manifest,
     or for a bare ONNX file the sizes of the embedding tables its integer inputs index."""
-    if manifest := _manifest_beside(path, sha256):
+    if manifest := manifest_of(path):
         return list(manifest.inputs)
     if path.suffix.lower() == ".onnx":
         from edgepipe.export.onnx_inspect import index_ranges
@@ -147,7 +158,8 @@ def evaluate(session: Session, evaluation: Evaluation) -> tuple[Any, Any, Any, i
     for i, batch in enumerate(evaluation.data.batches):
         chunks = for_session(session, batch)
         if not chunks:
-            raise InputError(f"the model takes a fixed batch larger than an evaluation batch ({len(batch)})")
+            size = len(next(iter(batch.values())))
+            raise InputError(f"the model takes a fixed batch larger than an evaluation batch ({size})")
         out = np.concatenate([first.to_float(session.run(c)[0]) for c in chunks])
         outputs.append(out)
         target = evaluation.data.targets[i]
@@ -190,6 +202,10 @@ def benchmark(
         raise InputError(f"{path}: format '{fmt}' cannot run on runtime '{runtime}' (it runs: {', '.join(rt.formats)})")
     rt.require()
     ref = artifact or describe_file(path, fmt)
+    manifest = manifest_of(path)
+    limit = manifest.preprocessing.get("max_length") if manifest else None
+    if limit and (too_long := [p.sequence_length for p in points if (p.sequence_length or 0) > limit]):
+        raise InputError(f"{path}: sequence length {too_long[0]} is longer than the model's maximum {limit}")
     rows: list[ResultRow] = []
     sessions: dict[int | None, tuple[Any, float]] = {}
     known: list[TensorSpec] | None = None
@@ -199,7 +215,7 @@ def benchmark(
             if point.threads not in sessions:
                 sessions[point.threads] = _load(path, runtime, device, point.threads, options)
             session, load_ms = sessions[point.threads]
-            known = _known_inputs(path, ref.sha256) if known is None else known
+            known = _known_inputs(path) if known is None else known
             inputs = with_ranges(session.inputs, known)
             if point.feeds:
                 feeds, source = [c for f in point.feeds for c in for_session(session, f)], "evaluation data"

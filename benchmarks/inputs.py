@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgepipe.errors import InputError
-from edgepipe.tensors import Feeds, TensorSpec
+from edgepipe.tensors import Feeds, TensorSpec, input_role
 
 DEFAULT_SEQUENCE_LENGTH = 32
 # Words in a dynamic dimension's name that mark it as a sequence length.
@@ -38,18 +38,19 @@ def concrete_shape(spec: TensorSpec, batch: int, sequence_length: int | None) ->
         else:
             value = 1
         shape.append(value)
-        notes.append(f"{name}={value}" if name != "?" else f"{spec.name}[{axis}]={value}")
+        label = name if name != "?" else ("batch" if axis == 0 else f"{spec.name}[{axis}]")
+        notes.append(f"{label}={value}")
     return tuple(shape), notes
 
 
 def _integers(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    name = spec.name.lower()
-    # By name first: a real input is unpadded (mask of ones) with one segment (token types of zeros).
-    if "mask" in name:
+    # By role first: a real input is unpadded (mask of ones) with one segment (token types of zeros).
+    role = input_role(spec.name)
+    if role == "mask":
         return np.ones(shape), "ones"
-    if "type" in name or "segment" in name:
+    if role == "token_type":
         return np.zeros(shape), "zeros"
-    if "position" in name and len(shape) >= 2:
+    if role == "position" and len(shape) >= 2:
         return np.broadcast_to(np.arange(shape[-1]), shape), "positions"
     if spec.value_range is not None:
         lo, hi = spec.value_range

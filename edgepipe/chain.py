@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import warnings
 from typing import Any
 
 from edgepipe.artifact import Artifact
@@ -51,7 +52,11 @@ def run_stage(store: ArtifactStore, ctx: StageContext, label: str, force: bool, 
     """One step through the store; a library failing on this model becomes one line naming the step."""
     t0 = time.perf_counter()
     try:
-        artifact, cached = store.build(force=force, **kwargs)
+        with warnings.catch_warnings():
+            # Exporters' and tracers' warnings are about their internals, not the user's model: whether the
+            # result is right is what the parity checks against torch measure.
+            warnings.simplefilter("ignore")
+            artifact, cached = store.build(force=force, **kwargs)
     except EdgepipeError:
         raise
     except ModuleNotFoundError as e:
@@ -109,7 +114,7 @@ def build_model(recipe: Recipe, ctx: StageContext, store: ArtifactStore, force: 
             force,
             name=f"torch-{stage.stage}",
             stage=stage.stage,
-            config={**stage.model_dump(mode="json"), "index": i, "task_data_sha256": ctx.task.data_sha256()},
+            config={**stage.model_dump(mode="json"), "index": i, "task": ctx.task.describe()},
             parents=parents,
             tools=_tools(kind),
             build=lambda out, k=kind, s=stage, p=parents: k.verb()(p, s, out, ctx),
@@ -131,7 +136,8 @@ def build_targets(
         # The export depends on the model's architecture and I/O specs, not only on its weights' hash.
         config = {
             **target.model_dump(mode="json", exclude={"quantize"}),
-            "source_model": {k: v for k, v in model.manifest.model.items() if k != "training"},
+            # What the module is (where a folder or file came from is not: a moved one is the same model).
+            "source_model": {k: v for k, v in model.manifest.model.items() if k not in ("training", "origin")},
             "inputs": [s.model_dump() for s in model.manifest.inputs],
             "outputs": [s.model_dump() for s in model.manifest.outputs],
         }
@@ -159,7 +165,8 @@ def build_targets(
                     force,
                     name=name,
                     stage="quantize",
-                    config={**q.model_dump(mode="json"), "task_data_sha256": ctx.task.data_sha256()},
+                    # The task's config and data decide the calibration set (its split, sizes, lengths).
+                    config={**q.model_dump(mode="json"), "task": ctx.task.describe()},
                     parents={"model": fp32},
                     tools={**package_versions(("edgepipe", *entry.quantize_tools)), "code": code},
                     build=lambda out, m=module, q=q, p=fp32: m.quantize({"model": p}, q, out, ctx),

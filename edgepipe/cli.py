@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgepipe: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`edgepipe runtimes --json | head`): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:
         if debug:
             raise

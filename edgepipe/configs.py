@@ -36,6 +36,7 @@ class SourceConfig(Section):
     """Base of every model source's config: where the torch model comes from (``edgepipe.stage``)."""
 
     kind: str
+    tasks: ClassVar[tuple[str, ...] | None] = None  # the task kinds it can serve (None: any)
 
     def identity(self, base_dir: Path, task: Any) -> dict[str, Any]:
         """What keys this source's cache besides tool versions: its config and the task it serves. A
@@ -48,6 +49,7 @@ class StageConfig(Section):
     """Base of every torch-side stage's config (finetune, and the compression stages)."""
 
     stage: str
+    trains: ClassVar[bool] = False  # it trains on the task's data (so the task must have training data)
 
     def extra_sources(self) -> dict[str, SourceConfig]:
         """Other models this stage reads besides the one it transforms, by role (a teacher)."""
@@ -103,6 +105,14 @@ class TargetConfig(Section):
             if name in names[:i]:
                 raise ValueError(f"{i}: makes the same variant as quantize.{names.index(name)} ('{name}')")
         return out
+
+
+def short_hash(value: Any) -> str:
+    """Four hex digits of a value's JSON: tells apart variant names that differ only in a list."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:4]
 
 
 def validation_message(err: ValidationError, prefix: tuple[str | int, ...] = ()) -> str:

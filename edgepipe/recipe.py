@@ -61,7 +61,7 @@ class BenchmarkConfig(Section):
     runtimes: dict[str, list[str]] = {}
     timeout_s: float = Field(600, gt=0, description="per artifact benchmark process")
 
-    _lists = field_validator("threads", "batch_size", mode="before")(_as_list)
+    _lists = field_validator("threads", "batch_size", "sequence_lengths", mode="before")(_as_list)
 
     @field_validator("threads")
     @classmethod
@@ -203,8 +203,18 @@ class Recipe(Section):
     def _source_fits_task(self) -> Recipe:
         from edgepipe.tasks import task_class
 
-        if self.source.kind == "train" and not task_class(self.task.kind).trainable:
-            raise ValueError(f"source.kind: the {self.task.kind} task has no training data; load a pretrained model")
+        if self.source.tasks is not None and self.task.kind not in self.source.tasks:
+            serves = ", ".join(self.source.tasks)
+            raise ValueError(f"source.kind: a {self.source.kind} model serves {serves} tasks, not {self.task.kind}")
+        if self.benchmark.sequence_lengths and not hasattr(self.task, "sequence_lengths"):
+            raise ValueError(f"benchmark.sequence_lengths: the {self.task.kind} task has no sequences")
+        if not task_class(self.task.kind).trainable:
+            if self.source.kind == "train":
+                raise ValueError(
+                    f"source.kind: the {self.task.kind} task has no training data; load a pretrained model"
+                )
+            if (trains := next((i for i, s in enumerate(self.stages) if s.trains), None)) is not None:
+                raise ValueError(f"stages.{trains}.stage: the {self.task.kind} task has no training data to train on")
         return self
 
     @property
@@ -234,11 +244,11 @@ def parse_recipe(data: Any, source: str = "<recipe>", base_dir: Path | None = No
     except ValidationError as e:
         raise InputError(format_validation_error(source, e)) from None
     recipe._base_dir = base_dir or Path()
-    if recipe.source.kind == "train":  # the family checks its own params (it is torch code: exit 3 without torch)
+    if recipe.source.kind == "train":  # the family checks its own params and the task kinds it serves
         from edgepipe.models import validate_params
 
         try:
-            validate_params(recipe.source.family, recipe.source.params)  # type: ignore[attr-defined]
+            validate_params(recipe.source.family, recipe.source.params, recipe.task.kind)  # type: ignore[attr-defined]
         except InputError as e:
             raise InputError(f"{source}: {e}") from None
     return recipe

@@ -15,7 +15,7 @@ from typing import Any
 
 from edgepipe.artifact import Artifact
 from edgepipe.chain import build_model, build_targets, check_tools
-from edgepipe.environment import describe_environment
+from edgepipe.environment import describe_environment, package_version
 from edgepipe.errors import InputError
 from edgepipe.files import sha256_json
 from edgepipe.gates import check_gates
@@ -38,15 +38,18 @@ class RunResult:
     unchecked: str | None = None
 
 
-def reference_outputs(model: Artifact, data: EvalSet, data_dir: Path, threads: int) -> tuple[Path, list[Any]]:
-    """The torch model's outputs on the evaluation data, saved once per (model, data) pair."""
+def reference_outputs(
+    model: Artifact, data: EvalSet, data_dir: Path, threads: int, force: bool = False
+) -> tuple[Path, list[Any]]:
+    """The torch model's outputs on the evaluation data, saved once per (model as built, data, torch)."""
     from edgepipe.benchmarks.harness import for_session
     from edgepipe.runtimes import get_runtime
 
-    path = data_dir / f"reference-{model.sha256[:12]}-{data.sha256()[:12]}.npz"
+    key = sha256_json([model.manifest.lineage.cache_key, model.sha256, data.sha256(), package_version("torch")])
+    path = data_dir / f"reference-{key[:16]}.npz"
     try:
         outputs = load_outputs(path)
-        if len(outputs) == len(data.batches):
+        if not force and len(outputs) == len(data.batches):
             return path, outputs
     except (OSError, ValueError, KeyError):
         pass
@@ -65,6 +68,8 @@ def _points(recipe: Recipe, task: Task, pre: Any, data_dir: Path) -> list[dict[s
     for threads, batch, length in itertools.product(b.threads, b.batch_size, lengths):
         if (batch, length) not in feeds:
             batches = task.timing_feeds(pre, batch, length)
+            if not batches:
+                raise InputError(f"benchmark.batch_size: {batch} is more than the task's test data holds")
             data = EvalSet(batches, [None] * len(batches))
             feeds[(batch, length)] = str(data.save(data_dir / f"timing-{data.sha256()[:12]}.npz"))
         points.append(
@@ -130,17 +135,19 @@ def run_recipe(
 
     task = build_task(recipe.task, recipe.seed)
     ctx = StageContext(task, recipe.seed, recipe.base_dir, log)
-    log(f"[data] {task.kind} on {task.name}: " + ", ".join(f"{k} {v}" for k, v in task.split_sizes().items()))
+    sizes = ", ".join(f"{k} {v}" for k, v in task.split_sizes().items())
+    log(f"[data] {task.kind} on {task.name}: {sizes} {task.unit}")
     model = build_model(recipe, ctx, store, force)
+    # Evaluation and timing data before any export: a length the model cannot take fails here.
+    data_dir = out / "data"
     pre = ctx.preprocessor(model)
-    data = task.eval_set(pre)  # before any export: a length the model cannot take fails here
+    data = task.eval_set(pre)
+    points = _points(recipe, task, pre, data_dir)
     exported = build_targets(recipe, ctx, model, store, force)
 
-    data_dir = out / "data"
     data_path = data.save(data_dir / f"eval-{data.sha256()[:12]}.npz")
-    reference_path, reference = reference_outputs(model, data, data_dir, recipe.benchmark.threads[0])
+    reference_path, reference = reference_outputs(model, data, data_dir, recipe.benchmark.threads[0], force)
     evaluation = {"task": task.kind, "data": str(data_path), "reference": str(reference_path)}
-    points = _points(recipe, task, pre, data_dir)
 
     artifacts = ([model] if recipe.benchmark.reference else []) + exported
     rows: list[ResultRow] = []
@@ -162,7 +169,7 @@ def run_recipe(
     notes += [f"GATE FAILED: {f}" for f in report.failures]
     unchecked = None
     if report.needed and not report.checked:
-        unchecked = f"no artifact could be checked: all {report.needed} benchmark rows were unavailable"
+        unchecked = f"no artifact could be checked: none of the {report.needed} benchmark rows could run and be scored"
         notes.append(unchecked[0].upper() + unchecked[1:])
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION,

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgepipe.configs import Section
-from edgepipe.errors import InputError
 from edgepipe.tensors import Feeds
 
 if TYPE_CHECKING:
@@ -125,7 +124,7 @@ class StageContext:
 
                 tokenizer = Tokenizer.from_file(artifact.file(name))
             self._preprocessors[artifact.sha256] = Preprocessor(
-                artifact.manifest.inputs, tokenizer, block.get("max_length")
+                artifact.manifest.inputs, tokenizer, block.get("max_length"), block.get("pooling", {}).get("mode")
             )
         return self._preprocessors[artifact.sha256]
 
@@ -136,9 +135,3 @@ class StageContext:
     def calibration_feeds(self, artifact: Artifact, batch_size: int = 1, limit: int | None = None) -> list[Feeds]:
         """The calibration split (its first ``limit`` examples) as feeds for ``artifact``."""
         return self.task.calibration_feeds(self.preprocessor(artifact), batch_size, limit)
-
-
-def registered(registry: dict[str, StageKind], name: str, what: str) -> StageKind:
-    if name not in registry:
-        raise InputError(f"unknown {what} '{name}' (known: {', '.join(registry)})")
-    return registry[name]

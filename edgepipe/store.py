@@ -99,14 +99,27 @@ class ArtifactStore:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     @staticmethod
-    def cache_key(stage: str, config: dict[str, Any], parents: Parents, tools: dict[str, str]) -> str:
+    def cache_key(
+        stage: str, config: dict[str, Any], parents: Parents, tools: dict[str, str], seed: int | None = None
+    ) -> str:
+        """What a step's artifact depends on. A parent counts with every file it holds (a changed tokenizer
+        beside the same weights is another input) and with the key it was built under (a new transformers
+        or an edited wrapper rebuilds the source with identical weights, and what derives from it too)."""
         return sha256_json(
             {
                 "schema": SCHEMA_VERSION,
                 "stage": stage,
                 "config": config,
-                "parents": {role: a.sha256 for role, a in parents.items()},
+                "parents": {
+                    role: {
+                        "sha256": a.sha256,
+                        "built_under": a.manifest.lineage.cache_key,
+                        "files": sorted((f.path, f.sha256) for f in a.manifest.files),
+                    }
+                    for role, a in parents.items()
+                },
                 "tools": tools,
+                "seed": seed,
             }
         )
 
@@ -124,7 +137,7 @@ class ArtifactStore:
         force: bool = False,
     ) -> tuple[Artifact, bool]:
         """Return ``(artifact, cached)``: a verified cached artifact, or a freshly built one."""
-        key = self.cache_key(stage, config, parents, tools)
+        key = self.cache_key(stage, config, parents, tools, seed)
         final = self.root / f"{name}-{key[:12]}"
         if not force and (cached := verify(final)) is not None:
             return cached, True

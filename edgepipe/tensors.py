@@ -63,6 +63,20 @@ class TensorSpec(BaseModel):
         }
 
 
+def input_role(name: str) -> str:
+    """What an integer input of a text model holds, by its name: "mask" (attention mask, 1 = attend),
+    "token_type" (segment ids), "position" (position ids) or "ids" (token ids). The one place that reads
+    meaning from names: feeds made from real text and synthetic inputs both ask it."""
+    lowered = name.lower()
+    if "mask" in lowered:
+        return "mask"
+    if "type" in lowered or "segment" in lowered:
+        return "token_type"
+    if "position" in lowered:
+        return "position"
+    return "ids"
+
+
 def with_ranges(specs: list[TensorSpec], known: list[TensorSpec]) -> list[TensorSpec]:
     """``specs`` read from an exported file, given the value ranges ``known`` records for the same names
     (a file format has nowhere to keep that token ids stop at the vocabulary size)."""

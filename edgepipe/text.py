@@ -11,6 +11,7 @@ plain token ids: no padding, no truncation and no special tokens unless asked fo
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from collections.abc import Iterable, Sequence
@@ -103,6 +104,8 @@ class Tokenizer:
         self._tok = self._copy(tokenizer)  # used for everything but encode_with_special
         self._tok.encode_special_tokens = True
         self._full = self._copy(tokenizer)
+        # Identity for caches of encoded text: the same tokenizer, wherever it was loaded from.
+        self.sha256 = hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
 
     @staticmethod
     def _copy(tokenizer: tokenizers.Tokenizer) -> tokenizers.Tokenizer:

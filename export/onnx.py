@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from edgepipe.configs import QuantizeConfig, TargetConfig
+from edgepipe.configs import QuantizeConfig, TargetConfig, short_hash
 from edgepipe.export.onnx_inspect import quantization_summary, read_io_spec
 from edgepipe.stage import StageContext
 from edgepipe.store import Parents, StageOutput
@@ -37,7 +37,7 @@ class _OrtQuant(QuantizeConfig):
         if self.op_types:
             parts.append("ops-" + "-".join(sorted(self.op_types)).lower())
         if self.exclude_nodes:
-            parts.append(f"excl-{len(self.exclude_nodes)}")
+            parts.append(f"excl-{len(self.exclude_nodes)}-{short_hash(sorted(self.exclude_nodes))}")
         return parts
 
     def tool_options(self) -> dict[str, Any]:
@@ -206,9 +206,11 @@ def quantize(parents: Parents, config: _OrtQuant, out_dir: Path, ctx: StageConte
     calibration: dict[str, Any] | None = None
     if isinstance(config, OrtStaticQuant):
         batches = ctx.calibration_feeds(parent, batch_size=16, limit=config.calibration_samples)
-        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}.get(
-            config.calibrate_method, CalibrationMethod.Percentile
-        )
+        method = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[config.calibrate_method]
         quantize_static(
             str(prepared),
             str(path),

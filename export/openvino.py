@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import Field
 
-from edgepipe.configs import QuantizeConfig, Section, TargetConfig
+from edgepipe.configs import QuantizeConfig, Section, TargetConfig, short_hash
 from edgepipe.stage import StageContext
 from edgepipe.store import Parents, StageOutput
 from edgepipe.tensors import TensorSpec, with_ranges
@@ -48,7 +51,8 @@ class NncfQuant(QuantizeConfig):
             parts.append("fast-bc")
         if self.ignored_scope:
             s = self.ignored_scope
-            parts.append(f"ignored-{len(s.names) + len(s.types) + len(s.patterns)}")
+            count = len(s.names) + len(s.types) + len(s.patterns)
+            parts.append(f"ignored-{count}-{short_hash(s.model_dump())}")
         return parts
 
 
@@ -62,12 +66,12 @@ class Target(TargetConfig):
 
 
 def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
-    from edgepipe.runtimes.openvino_runtime import _spec, read_model
+    from edgepipe.runtimes.openvino_runtime import port_spec, read_model
 
     model = read_model(path)
     return (
-        [_spec(p, i, "input") for i, p in enumerate(model.inputs)],
-        [_spec(p, i, "output") for i, p in enumerate(model.outputs)],
+        [port_spec(p, i, "input") for i, p in enumerate(model.inputs)],
+        [port_spec(p, i, "output") for i, p in enumerate(model.outputs)],
     )
 
 
@@ -147,25 +151,45 @@ def quantization_summary(model: Any) -> dict[str, Any]:
         for op in ops
         if op.get_type_name() == "Constant" and len(op.get_output_partial_shape(0)) >= 2
     )
+    scales = Counter("per_channel" if n > 1 else "per_tensor" for n in _weight_scale_sizes(ops, fq))
     return {
         "fake_quantize": {"count": len(fq), "levels": dict(Counter(str(op.get_attributes()["levels"]) for op in fq))},
         "quantized_ops": dict(sorted(computed["quantized"].items())),
         "float_ops": dict(sorted(computed["float"].items())),
         "weight_element_types": dict(weights),
+        "weights": {"per_channel": scales["per_channel"], "per_tensor": scales["per_tensor"]},
     }
 
 
-def quantize(parents: Parents, config: NncfQuant, out_dir: Path, ctx: StageContext) -> StageOutput:
-    """OpenVINO IR FP32 -> INT8 with NNCF post-training quantization (static, per-channel weights)."""
-    import nncf
+def _weight_scale_sizes(ops: list[Any], fq: list[Any]) -> list[int]:
+    """How many scales each quantized weight has: a weight compressed to int8 is Constant -> Convert
+    [-> Subtract zero point] -> Multiply by its scales; one fake-quantized in float has its ranges as the
+    FakeQuantize's input_low."""
 
+    def kind(op: Any, i: int) -> str:
+        return str(op.input_value(i).get_node().get_type_name())
+
+    sizes = []
+    for op in ops:
+        if op.get_type_name() == "Multiply" and op.get_input_size() == 2:
+            for i, j in ((0, 1), (1, 0)):
+                src = op.input_value(i).get_node()
+                if src.get_type_name() == "Subtract":
+                    src = src.input_value(0).get_node()
+                if src.get_type_name() == "Convert" and kind(src, 0) == "Constant" and kind(op, j) == "Constant":
+                    sizes.append(int(np.prod(op.input_value(j).get_shape())))
+    for op in fq:
+        if kind(op, 0) == "Constant":
+            sizes.append(int(np.prod(op.input_value(1).get_shape())))
+    return sizes
+
+
+def _quantize(nncf: Any, parent: Any, items: list[Any], config: NncfQuant) -> Any:
+    """``nncf.quantize`` with the config's options (NNCF's own names)."""
     from edgepipe.runtimes.openvino_runtime import read_model
 
-    nncf.set_log_level(logging.ERROR)
-    parent = parents["model"]
-    items = ctx.calibration_feeds(parent, batch_size=1, limit=config.subset_size)
     scope = config.ignored_scope
-    quantized = nncf.quantize(
+    return nncf.quantize(
         read_model(parent.model_file),
         nncf.Dataset(items),
         subset_size=len(items),
@@ -177,6 +201,20 @@ def quantize(parents: Parents, config: NncfQuant, out_dir: Path, ctx: StageConte
         if scope
         else None,
     )
+
+
+def quantize(parents: Parents, config: NncfQuant, out_dir: Path, ctx: StageContext) -> StageOutput:
+    """OpenVINO IR FP32 -> INT8 with NNCF post-training quantization (static, per-channel weights)."""
+    import nncf
+
+    from edgepipe.runtimes.openvino_runtime import read_model
+
+    nncf.set_log_level(logging.ERROR)
+    parent = parents["model"]
+    items = ctx.calibration_feeds(parent, batch_size=1, limit=config.subset_size)
+    # NNCF draws progress bars on stdout; the run's own log says what is happening.
+    with contextlib.redirect_stdout(io.StringIO()):
+        quantized = _quantize(nncf, parent, items, config)
     inputs, outputs = _save(quantized, out_dir)
     return StageOutput(
         format="openvino",

@@ -7,8 +7,9 @@ in the artifact). Loading builds the module from the spec, then fits every tenso
 differs (a pruned model keeps its smaller tensors) and loads the weights strictly, so a reshaped
 model reloads exactly.
 
-Families are registered in ``FAMILIES``; each module defines ``Params`` (pydantic), ``build(params,
-io)`` and ``EXAMPLE_PARAMS`` (small params for the template tests).
+Families are registered in ``FAMILIES``; each module defines ``Params`` (pydantic), ``TASKS``,
+``build(params, io)`` and ``EXAMPLE_PARAMS`` (small params for the template tests), and imports no torch,
+so recipes validate without it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from edgepipe.errors import InputError, UnavailableError
+from edgepipe.errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from edgepipe.artifact import Artifact
     from edgepipe.tasks import ModelIO
 
-# family name -> module that defines ``Params``, ``build(params, io)`` and ``EXAMPLE_PARAMS``
+# family name -> module that defines ``Params``, ``TASKS`` (the task kinds it serves), ``build(params, io)``
+# and ``EXAMPLE_PARAMS``; the module imports no torch (its network lives in ``<family>_net``)
 FAMILIES: dict[str, str] = {
     "cnn": "edgepipe.models.cnn",
     "llama": "edgepipe.models.llama",
@@ -45,25 +47,22 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 def family_module(name: str) -> Any:
-    """The module of a registered family. Families are torch code: without torch they are unavailable."""
+    """The module of a registered family: its ``Params``, ``TASKS`` and ``build`` (torch-free to import;
+    ``build`` imports the family's network)."""
     if name not in FAMILIES:
         raise InputError(f"source.family: unknown model family '{name}' (known: {', '.join(FAMILIES)})")
-    try:
-        return importlib.import_module(FAMILIES[name])
-    except ModuleNotFoundError as e:
-        if e.name == "torch":
-            raise UnavailableError(
-                f"model family '{name}' needs torch, which is not installed (pip install 'edgepipe[torch]')"
-            ) from None
-        raise
+    return importlib.import_module(FAMILIES[name])
 
 
-def validate_params(family: str, params: dict[str, Any]) -> BaseModel:
-    """A family's params, validated by its own schema; errors name the field."""
+def validate_params(family: str, params: dict[str, Any], task_kind: str | None = None) -> BaseModel:
+    """A family's params, validated by its own schema, for a task kind it serves; errors name the field."""
     from edgepipe.configs import validation_message
 
+    module = family_module(family)
+    if task_kind is not None and task_kind not in module.TASKS:
+        raise InputError(f"source.family: '{family}' serves {', '.join(module.TASKS)} tasks, not {task_kind}")
     try:
-        validated: BaseModel = family_module(family).Params.model_validate(params)
+        validated: BaseModel = module.Params.model_validate(params)
     except ValidationError as e:
         raise InputError(validation_message(e, prefix=("source", "params"))) from None
     return validated
@@ -129,20 +128,33 @@ def fit_to_state(module: torch.nn.Module, state: dict[str, torch.Tensor], names:
             setattr(owner, attr, nn.Parameter(empty, requires_grad=owner._parameters[attr].requires_grad))  # type: ignore[union-attr]
         else:
             owner._buffers[attr] = empty
-    for sub in module.modules():
-        weight = getattr(sub, "weight", None)
-        if not isinstance(weight, torch.Tensor):
-            continue
-        if isinstance(sub, nn.modules.conv._ConvNd):
+    for owner_name in sorted({n.rpartition(".")[0] for n in names}):
+        _fit_attributes(module.get_submodule(owner_name))
+
+
+def _fit_attributes(sub: torch.nn.Module) -> None:
+    """The size attributes of a standard layer, from its (resized) weight."""
+    import torch
+    from torch import nn
+
+    weight = getattr(sub, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return
+    if isinstance(sub, nn.modules.conv._ConvNd):
+        if sub.groups > 1 and sub.groups == sub.in_channels == sub.out_channels:  # depthwise: one group per channel
+            sub.groups = weight.shape[0]
+        if sub.transposed:  # (in, out / groups, ...)
+            sub.in_channels, sub.out_channels = weight.shape[0], weight.shape[1] * sub.groups
+        else:  # (out, in / groups, ...)
             sub.out_channels, sub.in_channels = weight.shape[0], weight.shape[1] * sub.groups
-        elif isinstance(sub, nn.Linear):
-            sub.out_features, sub.in_features = weight.shape
-        elif isinstance(sub, nn.modules.batchnorm._NormBase):
-            sub.num_features = weight.shape[0]
-        elif isinstance(sub, nn.LayerNorm):
-            sub.normalized_shape = tuple(weight.shape)
-        elif isinstance(sub, nn.Embedding):
-            sub.num_embeddings, sub.embedding_dim = weight.shape
+    elif isinstance(sub, nn.Linear):
+        sub.out_features, sub.in_features = weight.shape
+    elif isinstance(sub, nn.modules.batchnorm._NormBase):
+        sub.num_features = weight.shape[0]
+    elif isinstance(sub, nn.LayerNorm):
+        sub.normalized_shape = tuple(weight.shape)
+    elif isinstance(sub, nn.Embedding):
+        sub.num_embeddings, sub.embedding_dim = weight.shape
 
 
 def load_weights(module: torch.nn.Module, path: Path, resized: list[str] | None = None) -> torch.nn.Module:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from edgepipe.configs import SourceConfig
 from edgepipe.errors import InputError, UnavailableError, first_line
@@ -26,31 +28,42 @@ if TYPE_CHECKING:
 
     from edgepipe.stage import StageContext
 
-# What the model's first output is, and which transformers class builds it, per task kind.
-HEADS: dict[str, tuple[str, str]] = {
-    "embedding": ("AutoModel", "last_hidden_state"),
-    "language-modeling": ("AutoModelForCausalLM", "logits"),
-    "classification": ("AutoModelForSequenceClassification", "logits"),
-}
 # Inputs a wrapper passes on, in this order (the exported model's input order).
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+# What a model folder holds that decides the model (README.md, .gitattributes and the like do not).
+FOLDER_SUFFIXES = (".json", ".txt", ".model", ".safetensors")
+
+
+@dataclass(frozen=True)
+class Head:
+    """Which transformers class builds the model for a task kind, which output it gives, and its shape."""
+
+    auto_class: str
+    output: str
+    shape: Callable[[Any], list[int | str]]
+
+
+# Text models only: the classification task here is images (digits), which a text model cannot take.
+HEADS: dict[str, Head] = {
+    "embedding": Head("AutoModel", "last_hidden_state", lambda c: ["batch", "sequence", c.hidden_size]),
+    "language-modeling": Head("AutoModelForCausalLM", "logits", lambda c: ["batch", "sequence", c.vocab_size]),
+}
 
 
 class HuggingFaceSource(SourceConfig):
     """A pretrained model from a Hugging Face folder (or the Hub, where a network exists)."""
 
     kind: Literal["huggingface"] = "huggingface"
+    tasks: ClassVar[tuple[str, ...] | None] = tuple(HEADS)
     path: str
 
     def identity(self, base_dir: Path, task: Any) -> dict[str, Any]:
+        # Every file the source may read (configs, tokenizer files, pooling, weights and their shards),
+        # by content: hashing 90 MB takes ~0.3 s, and size or mtime would miss an edit in place.
         folder = resolve_folder(self.path, base_dir)
-        files = sorted(f.name for f in folder.iterdir() if f.is_file() and f.name in (*TOKENIZER_FILES, "config.json"))
-        weights = folder / "model.safetensors"
-        content = {name: sha256_file(folder / name) for name in files}
-        if weights.is_file():  # hashing 90 MB takes ~0.3 s; size and mtime would miss an edit in place
-            content["model.safetensors"] = sha256_file(weights)
-        return {"files": content, "task_kind": task.kind}
+        files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix in FOLDER_SUFFIXES)
+        return {"files": {str(f.relative_to(folder)): sha256_file(f) for f in files}, "task_kind": task.kind}
 
 
 def resolve_folder(path: str, base_dir: Path) -> Path:
@@ -64,18 +77,7 @@ def resolve_folder(path: str, base_dir: Path) -> Path:
             )
         folder = Path(next(iter(spec.submodule_search_locations))) / inner
     elif path.startswith("hub:"):
-        try:
-            from huggingface_hub import snapshot_download
-        except ImportError:
-            raise UnavailableError(
-                "source.path: hub models need huggingface_hub (pip install huggingface_hub)"
-            ) from None
-        try:
-            folder = Path(
-                snapshot_download(path.removeprefix("hub:"), allow_patterns=["*.json", "*.safetensors", "*.txt"])
-            )
-        except Exception as e:  # offline, unknown repository, ...: the hub client's reason in one line
-            raise InputError(f"source.path: cannot get '{path}' from the Hugging Face Hub: {first_line(e)}") from None
+        folder = _from_hub(path.removeprefix("hub:"))
     else:
         folder = Path(path).expanduser()
         folder = folder if folder.is_absolute() else base_dir / folder
@@ -84,6 +86,23 @@ def resolve_folder(path: str, base_dir: Path) -> Path:
     if not (folder / "config.json").is_file():
         raise InputError(f"{folder}: not a Hugging Face model folder (no config.json)")
     return folder
+
+
+def _from_hub(repo: str) -> Path:
+    """A Hub model's folder: from the local Hugging Face cache, else downloaded where a network exists."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        raise UnavailableError("source.path: Hub models need huggingface_hub (pip install huggingface_hub)") from None
+    try:
+        return Path(snapshot_download(repo, allow_patterns=[f"*{suffix}" for suffix in FOLDER_SUFFIXES]))
+    except LocalEntryNotFoundError as e:  # not cached, and no network to fetch it
+        raise UnavailableError(
+            f"source.path: hub:{repo} is not cached and cannot be downloaded: {first_line(e)}"
+        ) from None
+    except Exception as e:  # an unknown or gated repository, ...: the Hub client's reason in one line
+        raise InputError(f"source.path: cannot get hub:{repo} from the Hugging Face Hub: {first_line(e)}") from None
 
 
 def _wrapper(model: Any, output: str, input_names: list[str]) -> torch.nn.Module:
@@ -145,11 +164,13 @@ def _sentence_transformers_pooling(folder: Path) -> dict[str, Any] | None:
     pooling_file = folder / "1_Pooling" / "config.json"
     if not pooling_file.is_file():
         return None
-    pooling: dict[str, Any] = json.loads(pooling_file.read_text())
+    config: dict[str, Any] = json.loads(pooling_file.read_text())
+    modes = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
+    mode = next((m for key, m in modes.items() if config.get(key)), "other")
     modules_file = folder / "modules.json"
     modules = json.loads(modules_file.read_text()) if modules_file.is_file() else []
-    pooling["normalize"] = any(str(m.get("type", "")).endswith(".Normalize") for m in modules if isinstance(m, dict))
-    return pooling
+    normalize = any(str(m.get("type", "")).endswith(".Normalize") for m in modules if isinstance(m, dict))
+    return {"mode": mode, "normalize": normalize, "sentence_transformers": config}
 
 
 def load_huggingface(parents: Parents, config: HuggingFaceSource, out: Path, ctx: StageContext) -> StageOutput:
@@ -163,10 +184,9 @@ def load_huggingface(parents: Parents, config: HuggingFaceSource, out: Path, ctx
     from edgepipe.text import Tokenizer
 
     folder = resolve_folder(config.path, ctx.base_dir)
-    if ctx.task.kind not in HEADS:
-        raise InputError(f"task.kind: a Hugging Face model cannot serve a {ctx.task.kind} task")
-    auto_class, output = HEADS[ctx.task.kind]
-    if not (folder / "model.safetensors").is_file():
+    head = HEADS[ctx.task.kind]  # the recipe checked the kind (HuggingFaceSource.tasks)
+    auto_class, output = head.auto_class, head.output
+    if not any((folder / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
         raise InputError(f"{folder}: no model.safetensors (only safetensors weights are loaded, never pickles)")
     tokenizer_files = _tokenizer_files(folder, out)
     seed_everything(ctx.seed)  # a head the folder lacks (a new classifier) is initialised reproducibly
@@ -195,12 +215,7 @@ def load_huggingface(parents: Parents, config: HuggingFaceSource, out: Path, ctx
     inputs = [
         TensorSpec(name=n, shape=["batch", "sequence"], dtype="int64", value_range=ranges[n]) for n in input_names
     ]
-    out_shape: list[int | str] = {
-        "embedding": ["batch", "sequence", hf_config.hidden_size],
-        "language-modeling": ["batch", "sequence", hf_config.vocab_size],
-        "classification": ["batch", hf_config.num_labels],
-    }[ctx.task.kind]
-    outputs = [TensorSpec(name=output, shape=out_shape, dtype="float32")]
+    outputs = [TensorSpec(name=output, shape=head.shape(hf_config), dtype="float32")]
     # tokenizer_config's model_max_length is often a huge placeholder; position embeddings are the limit.
     limits = [getattr(hf_config, "max_position_embeddings", None), settings.get("model_max_length")]
     max_length = min((n for n in limits if isinstance(n, int) and 0 < n < 1 << 20), default=None)
@@ -214,7 +229,7 @@ def load_huggingface(parents: Parents, config: HuggingFaceSource, out: Path, ctx
         "input_names": input_names,
         "attention": "eager",
         "architecture": (hf_config.architectures or [type(model).__name__])[0],
-        "source": config.path,
+        "origin": config.path,
         "files": ["config.json"],
     }
     spec = save_torch_model(wrapper, spec, out)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
 from edgepipe.configs import Section, SourceConfig, StageConfig
+from edgepipe.errors import InputError
 from edgepipe.store import Parents, StageOutput
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class Finetune(StageConfig, Optimization):
     """More training of the model so far on the task's training split (e.g. after pruning)."""
 
     stage: Literal["finetune"] = "finetune"
+    trains: ClassVar[bool] = True
     epochs: int = Field(2, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
 
@@ -76,7 +78,13 @@ def predict(model: torch.nn.Module, feeds: list[dict[str, np.ndarray]], names: l
 
 
 def train(
-    model: torch.nn.Module, task: Task, pre: Preprocessor, config: Optimization, seed: int, ctx: StageContext
+    model: torch.nn.Module,
+    task: Task,
+    pre: Preprocessor,
+    config: Optimization,
+    seed: int,
+    ctx: StageContext,
+    label: str = "train",
 ) -> dict[str, Any]:
     """Train ``model`` in place with the task's loss; return a history with the test metrics reached."""
     import torch
@@ -107,7 +115,7 @@ def train(
             count += len(target)
         history.append(round(total / max(count, 1), 5))
         took = time.perf_counter() - start
-        ctx.log(f"[train] epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f} ({took:.0f} s, {step} steps)")
+        ctx.log(f"[{label}] epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f} ({took:.0f} s, {step} steps)")
     data = task.eval_set(pre)
     metrics, _, _ = task.quality(predict(model, data.batches, names), data, None)
     return {
@@ -138,12 +146,22 @@ def train_source(parents: Parents, config: TrainSource, out: Path, ctx: StageCon
         tokenizer.save(out / "tokenizer.json")
         preprocessing = {"files": ["tokenizer.json"], "tokenizer": {"file": "tokenizer.json", "kind": tokenizer.kind}}
     io = ctx.task.model_io(tokenizer)
-    if io.max_length is not None:
-        preprocessing["max_length"] = io.max_length
     params = validate_params(config.family, config.params).model_dump(mode="json")
     spec = zoo_spec(config.family, params, io)
     seed_everything(ctx.seed)
     model = build_module(spec, out)
+    # The model's own limit (a language model's context length) is what an app may feed it; the task's
+    # lengths must fit it, and this is said before any training.
+    limit = getattr(model, "max_length", None)
+    needs = {
+        "context_length": io.max_length,
+        "sequence_lengths": max((n for n in ctx.task.sequence_lengths() if n), default=None),
+    }
+    for field, needed in needs.items():
+        if limit is not None and needed is not None and needed > limit:
+            raise InputError(f"task.{field}: {needed} is longer than the model's maximum {limit} (source.params)")
+    if limit is not None:
+        preprocessing["max_length"] = limit
     history = train(model, ctx.task, Preprocessor(io.inputs, tokenizer, io.max_length), config, ctx.seed, ctx)
     ctx.log(f"[train] {config.family}: {_summary(history)}")
     spec = save_torch_model(model, spec, out)
@@ -165,7 +183,7 @@ def finetune_stage(parents: Parents, config: Finetune, out: Path, ctx: StageCont
     parent = parents["model"]
     copy_spec_files(parent, out)
     model = ctx.torch_module(parent)
-    history = train(model, ctx.task, ctx.preprocessor(parent), config, ctx.seed, ctx)
+    history = train(model, ctx.task, ctx.preprocessor(parent), config, ctx.seed, ctx, label="finetune")
     ctx.log(f"[finetune] {_summary(history)}")
     spec = save_torch_model(model, parent.manifest.model, out)
     return StageOutput(

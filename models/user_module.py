@@ -38,6 +38,7 @@ class ModuleSource(SourceConfig):
     class_name: str = Field(alias="class", pattern=r"^[A-Za-z_]\w*$")
     kwargs: dict[str, Any] = {}
     weights: str | None = Field(None, description="a .safetensors file, relative to the recipe's folder")
+    tokenizer: str | None = Field(None, description="text tasks: the model's tokenizer.json")
 
     model_config = {"extra": "forbid", "populate_by_name": True, "serialize_by_alias": True}
 
@@ -45,7 +46,7 @@ class ModuleSource(SourceConfig):
         def content(path: str | None) -> str | None:
             if path is None:
                 return None
-            p = _resolve(path, base_dir, "file" if path == self.file else "weights")
+            p = _resolve(path, base_dir, {self.file: "file", self.weights: "weights"}.get(path, "tokenizer"))
             return sha256_file(p)
 
         return {
@@ -53,6 +54,7 @@ class ModuleSource(SourceConfig):
             "class": self.class_name,
             "kwargs": self.kwargs,
             "weights": content(self.weights),
+            "tokenizer": content(self.tokenizer),
             "task": task.describe(),
         }
 
@@ -91,7 +93,7 @@ def _build(path: Path, spec: dict[str, Any], shown: Path) -> torch.nn.Module:
         raise InputError(f"{shown}: {what} named '{spec['class']}' (source.class)")
     try:
         built: nn.Module = cls(**spec["kwargs"])
-    except TypeError as e:
+    except Exception as e:  # the user's constructor refused these kwargs (TypeError, ValueError, assert, ...)
         raise InputError(
             f"source.kwargs: {spec['class']}({', '.join(spec['kwargs'])}) failed: {first_line(e)}"
         ) from None
@@ -124,7 +126,17 @@ def load_module_source(parents: Parents, config: ModuleSource, out: Path, ctx: S
 
     origin = _resolve(config.file, ctx.base_dir, "file")
     shutil.copyfile(origin, out / MODULE_FILE)
-    io = ctx.task.model_io(None)
+    tokenizer, preprocessing = None, dict[str, Any]()
+    if config.tokenizer is not None:
+        from edgepipe.text import Tokenizer
+
+        shutil.copyfile(_resolve(config.tokenizer, ctx.base_dir, "tokenizer"), out / "tokenizer.json")
+        try:
+            tokenizer = Tokenizer.from_file(out / "tokenizer.json")
+        except Exception as e:  # the tokenizers library's own parse error
+            raise InputError(f"source.tokenizer: {config.tokenizer}: not a tokenizer.json ({first_line(e)})") from None
+        preprocessing = {"files": ["tokenizer.json"], "tokenizer": {"file": "tokenizer.json", "kind": tokenizer.kind}}
+    io = ctx.task.model_io(tokenizer)
     spec = {
         "builder": "module",
         "file": MODULE_FILE,
@@ -137,7 +149,7 @@ def load_module_source(parents: Parents, config: ModuleSource, out: Path, ctx: S
     model = _build(out / MODULE_FILE, spec, origin)
     if config.weights is not None:
         load_weights(model, _resolve(config.weights, ctx.base_dir, "weights"))
-    _check_outputs(model, ctx.task.example_feeds(Preprocessor(io.inputs), 2), io, origin)
+    _check_outputs(model, ctx.task.example_feeds(Preprocessor(io.inputs, tokenizer, io.max_length), 2), io, origin)
     spec = save_torch_model(model, spec, out)
     ctx.log(f"[module] {config.class_name}: {spec['parameters']:,} parameters from {origin}")
     return StageOutput(
@@ -147,4 +159,5 @@ def load_module_source(parents: Parents, config: ModuleSource, out: Path, ctx: S
         inputs=io.inputs,
         outputs=io.outputs,
         model=spec,
+        preprocessing=preprocessing,
     )

@@ -13,7 +13,7 @@ from edgepipe.runtimes.base import Runtime, Session
 from edgepipe.tensors import TensorSpec
 
 
-def _spec(port: Any, index: int, kind: str) -> TensorSpec:
+def port_spec(port: Any, index: int, kind: str) -> TensorSpec:
     try:
         name = port.get_any_name()
     except RuntimeError:  # unnamed port
@@ -40,8 +40,8 @@ class OpenVINOSession(Session):
     def __init__(self, compiled: Any, info: dict[str, Any]):
         self._compiled = compiled
         self._request = compiled.create_infer_request()
-        self.inputs = [_spec(p, i, "input") for i, p in enumerate(compiled.inputs)]
-        self.outputs = [_spec(p, i, "output") for i, p in enumerate(compiled.outputs)]
+        self.inputs = [port_spec(p, i, "input") for i, p in enumerate(compiled.inputs)]
+        self.outputs = [port_spec(p, i, "output") for i, p in enumerate(compiled.outputs)]
         self.info = info
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

@@ -56,13 +56,13 @@ class TorchRuntime(Runtime[Session]):
     def _open(self, path: Path, device: str, threads: int | None, options: dict[str, Any]) -> Session:
         import torch
 
-        from edgepipe.models import build_module, load_weights
+        from edgepipe.artifact import Artifact
+        from edgepipe.models import load_torch_model
 
         if threads:
             torch.set_num_threads(threads)
         manifest = read_manifest(Path(path).parent)
         if manifest.format != "torch":
             raise InputError(f"{path}: manifest says format '{manifest.format}', not torch")
-        folder = Path(path).parent
-        module = load_weights(build_module(manifest.model, folder), Path(path), manifest.model.get("resized"))
+        module = load_torch_model(Artifact(Path(path).parent, manifest))
         return TorchSession(module, device, manifest.inputs, manifest.outputs)

@@ -88,7 +88,7 @@ def test_failed_build_leaves_nothing_behind(tmp_path):
 
 def test_a_killed_run_leftover_is_never_trusted_and_is_cleaned_when_stale(tmp_path):
     store, calls = ArtifactStore(tmp_path), []
-    key = store.cache_key("export", {"x": 1}, {}, {"t": "1"})
+    key = store.cache_key("export", {"x": 1}, {}, {"t": "1"}, None)
     # What a SIGKILL mid-build leaves: a temp folder, and (worse) a final folder with no manifest.
     stale = tmp_path / ".tmp-a-xyz"
     stale.mkdir()
@@ -175,6 +175,22 @@ def test_outputs_follow_the_umask(tmp_path):
     assert art.path.stat().st_mode & 0o777 == 0o755
     assert (art.path / "manifest.json").stat().st_mode & 0o777 == 0o644
     assert not (art.path / ".owner-pid").exists()
+
+
+def test_a_parent_counts_with_every_file_and_how_it_was_built_and_the_seed_counts(tmp_path):
+    """A tokenizer changed beside the same weights, or a parent rebuilt under other tools with identical
+    weights, is another input: what derives from it is rebuilt."""
+    store, calls = ArtifactStore(tmp_path), []
+    parent, _ = _build(store, calls)
+    key = store.cache_key("export", {}, {"model": parent}, {}, 0)
+    assert store.cache_key("export", {}, {"model": parent}, {}, 1) != key
+    moved = parent.manifest.model_copy(deep=True)
+    moved.files[1].sha256 = "0" * 64  # side.txt (think tokenizer.json) changed; model.bin did not
+    assert moved.sha256 == parent.sha256
+    assert store.cache_key("export", {}, {"model": type(parent)(parent.path, moved)}, {}, 0) != key
+    rebuilt = parent.manifest.model_copy(deep=True)
+    rebuilt.lineage.cache_key = "another"
+    assert store.cache_key("export", {}, {"model": type(parent)(parent.path, rebuilt)}, {}, 0) != key
 
 
 def test_code_fingerprint_ignores_comments_and_docstrings_but_not_code(tmp_path, monkeypatch):

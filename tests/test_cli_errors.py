@@ -540,13 +540,36 @@ def test_run_sequence_longer_than_the_model_takes(cli, tmp_path, minilm_folder):
 
 
 def test_recipes_validate_without_torch_and_a_missing_torch_is_unavailable(cli, tmp_path, monkeypatch, no_training):
-    """Validation imports no torch: a bad field is still exit 2; a valid recipe that needs torch is exit 3."""
+    """Validation imports no torch: a bad field (a family's params too) is still exit 2; a valid recipe that
+    needs torch is exit 3."""
     for name in [m for m in sys.modules if m == "torch" or m.startswith(("torch.", "edgepipe.models."))]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ntargets: [{format: onnx, quantize: [{method: static, preset: mixed}]}]\n")
     assert_one_line_error(cli(["run", str(bad)]), 2, "targets.0.quantize.0.preset: unknown field")
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "name: x\nsource: {kind: train, family: llama, params: {heads: 3}}\ntask: {kind: language-modeling}\n"
+    )
+    assert_one_line_error(cli(["run", str(params)]), 2, "source.params: dim (128) must be divisible by heads (3)")
     good = tmp_path / "good.yaml"
     good.write_text("name: x\ntargets: [{format: onnx}]\n")
-    assert_one_line_error(cli(["run", str(good), "--out", str(tmp_path / "out")]), 3, "needs torch", "pip install")
+    result = cli(["run", str(good), "--out", str(tmp_path / "out")])
+    assert_one_line_error(result, 3, "source 'train' needs the package 'torch'", "pip install")
+
+
+def test_bench_sequence_longer_than_the_artifact_takes(cli, tmp_path, tiny_onnx):
+    """The manifest's maximum length is checked before the runtime sees the input (its message would be
+    a broadcast error deep inside a kernel)."""
+    from edgepipe.store import ArtifactStore, StageOutput
+    from edgepipe.tensors import TensorSpec
+
+    def build(out: Path) -> StageOutput:
+        (out / "model.onnx").write_bytes(tiny_onnx.read_bytes())
+        spec = [TensorSpec(name="input", shape=["batch", 8], dtype="float32")]
+        return StageOutput("onnx", "fp32", "model.onnx", spec, spec, preprocessing={"max_length": 8})
+
+    art, _ = ArtifactStore(tmp_path).build(name="m", stage="test", config={}, parents={}, tools={}, build=build)
+    line = assert_one_line_error(cli(["bench", str(art.path), "--seq-len", "16"]), 2, "model.onnx")
+    assert "sequence length 16 is longer than the model's maximum 8" in line

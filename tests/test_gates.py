@@ -118,3 +118,24 @@ def test_full_integer_models_get_quantized_inputs_and_dequantized_outputs():
     metrics, par, _, nonfinite = evaluate(session, Evaluation(ClassificationTask, data, [x]))
     assert metrics["accuracy"] == 1.0 and nonfinite == 0
     assert par["max_abs_diff"] == pytest.approx(100 - 63.5)  # only the clipped values differ
+
+
+def test_text_tasks_gate_every_length_on_its_own():
+    """A length that breaks is not averaged away by the others."""
+    from edgepipe.tasks.embedding import EmbeddingGates, EmbeddingTask
+    from edgepipe.tasks.language_modeling import LanguageModelingGates, LanguageModelingTask
+
+    lm = row("onnx", "int8", "b")
+    lm.metrics = {"perplexity": 20.0}
+    lm.parity = {"kld": 0.02, "top1_agreement": 0.9, "max_abs_diff": 0.5}
+    lm.breakdown = {
+        "length 32": {"kld": 0.001, "top1_agreement": 0.99},
+        "length 128": {"kld": 0.09, "top1_agreement": 0.85},
+    }
+    assert LanguageModelingTask.gate_failures(lm, LanguageModelingGates(), {"perplexity": 20.0}) == [
+        "KLD at length 128 0.0900 > 0.05"
+    ]
+    emb = row("onnx", "int8", "b")
+    emb.metrics = {"cosine_mean": 0.995, "cosine_worst": 0.97, "nn_agreement": 1.0}
+    emb.breakdown = {"length 16": {"cosine_mean": 0.985}, "length 128": {"cosine_mean": 0.999}}
+    assert EmbeddingTask.gate_failures(emb, EmbeddingGates(), {}) == ["mean cosine at length 16 0.9850 < 0.99"]

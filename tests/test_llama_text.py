@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
-from edgepipe.models.llama import EXAMPLE_PARAMS, LlamaLM, Params, apply_rope, build, rope_tables
+from edgepipe.models.llama import EXAMPLE_PARAMS, Params, build
+from edgepipe.models.llama_net import LlamaLM, apply_rope, rope_tables
 from edgepipe.text import Tokenizer, lm_windows, split_documents, stdlib_documents, train_byte_bpe
 
 VOCAB = 320

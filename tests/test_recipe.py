@@ -62,8 +62,19 @@ def test_defaults_fill_a_minimal_recipe():
         ),
         ({"gates": {"quantized_max_kld": 0.1}}, "gates.quantized_max_kld: unknown field"),
         ({"task": {"kind": "embedding"}}, "source.kind: the embedding task has no training data"),
+        (
+            {
+                "task": {"kind": "embedding"},
+                "source": {"kind": "huggingface", "path": "."},
+                "stages": [{"stage": "finetune"}],
+            },
+            "stages.0.stage: the embedding task has no training data",
+        ),
         ({"model": {"family": "cnn"}}, "model/train: these sections became `source:"),
+        ({"source": {"kind": "train", "family": "llama"}}, "source.family: 'llama' serves language-modeling tasks"),
+        ({"source": {"kind": "huggingface", "path": "."}}, "source.kind: a huggingface model serves embedding"),
         ({"benchmark": {"threads": [1, 0]}}, "benchmark.threads: thread counts go from 1 to 256, got 0"),
+        ({"benchmark": {"sequence_lengths": [16]}}, "benchmark.sequence_lengths: the classification task has no"),
     ],
 )
 def test_each_section_is_checked_by_the_kind_it_names(data, message):
@@ -73,7 +84,14 @@ def test_each_section_is_checked_by_the_kind_it_names(data, message):
 
 
 def test_language_model_gates_belong_to_the_language_model_task():
-    r = parse_recipe({"name": "r", "task": {"kind": "language-modeling"}, "gates": {"quantized_max_kld": 0.1}})
+    r = parse_recipe(
+        {
+            "name": "r",
+            "task": {"kind": "language-modeling"},
+            "source": {"kind": "train", "family": "llama"},
+            "gates": {"quantized_max_kld": 0.1},
+        }
+    )
     assert r.gates.quantized_max_kld == 0.1
 
 
@@ -117,7 +135,9 @@ def test_quantize_variants_get_readable_distinct_names():
     ]
     names = [q.variant_name("onnx") for q in variants]
     assert names[:2] == ["onnx-int8-static", "onnx-int8-dynamic"]
-    assert "onnx-int8-static-ops-matmul" in names and "onnx-int8-dynamic-excl-2" in names
+    assert "onnx-int8-static-ops-matmul" in names and any(n.startswith("onnx-int8-dynamic-excl-2-") for n in names)
+    other = OrtDynamicQuant(exclude_nodes=["a", "c"]).variant_name("onnx")
+    assert other != names[-1], "excluding other nodes is another variant"
     assert len(set(names)) == len(names)
     assert NncfQuant(preset="mixed", model_type="transformer").variant_name("openvino") == (
         "openvino-int8-static-mixed-transformer"

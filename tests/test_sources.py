@@ -96,6 +96,38 @@ def test_what_is_wrong_with_a_module_source_is_named(tmp_path, digits_ctx, field
     assert not list((tmp_path / "store").glob(".tmp-*"))
 
 
+LM_CODE = """
+import torch
+from torch import nn
+
+
+class Bigram(nn.Module):
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.table = nn.Embedding(vocab, vocab)
+
+    def forward(self, input_ids):
+        return self.table(input_ids)
+"""
+
+
+def test_a_users_language_model_brings_its_tokenizer(tmp_path):
+    config = task_class("language-modeling").Config.model_validate(
+        {"sources": ["docs"], "context_length": 16, "sequence_lengths": [8], "eval_windows": 2}
+    )
+    ctx = StageContext(build_task(config, 0), 0, base_dir=tmp_path)
+    tokenizer = ctx.task.train_tokenizer(300)
+    tokenizer.save(tmp_path / "tokenizer.json")
+    (tmp_path / "bigram.py").write_text(LM_CODE)
+    source = _source(
+        "module", file="bigram.py", kwargs={"vocab": 300}, tokenizer="tokenizer.json", **{"class": "Bigram"}
+    )
+    art = build_source(source, ctx, ArtifactStore(tmp_path / "store"), force=False)
+    assert art.manifest.preprocessing["tokenizer"]["file"] == "tokenizer.json"
+    assert art.manifest.inputs[0].value_range == [0, 299] and art.manifest.outputs[0].shape[-1] == 300
+    assert ctx.preprocessor(art).tokenizer.sha256 == tokenizer.sha256
+
+
 @pytest.fixture(scope="module")
 def embedding_ctx():
     config = task_class("embedding").Config.model_validate({"sequence_lengths": [8, 16], "eval_per_length": 4})
@@ -118,7 +150,7 @@ def test_a_hugging_face_folder_becomes_an_artifact_with_its_tokenizer(minilm_art
     assert m.preprocessing["max_length"] == 512 and m.preprocessing["tokenizer"]["kind"] == "wordpiece"
     assert {"tokenizer.json", "vocab.txt"} <= set(m.preprocessing["files"])
     assert (minilm_artifact.path / "config.json").is_file()
-    assert m.preprocessing["pooling"]["pooling_mode_mean_tokens"] is True and m.preprocessing["pooling"]["normalize"]
+    assert m.preprocessing["pooling"]["mode"] == "mean" and m.preprocessing["pooling"]["normalize"] is True
     ids = torch.tensor([[101, 7592, 2088, 102]])
     ones, zeros = torch.ones_like(ids), torch.zeros_like(ids)
     with torch.inference_mode():

@@ -8,7 +8,6 @@ the template tests in ``tests/test_tasks.py`` then cover it.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from edgepipe.configs import TaskConfig
 from edgepipe.errors import InputError
@@ -36,12 +35,6 @@ def build_task(config: TaskConfig, seed: int) -> Task:
     return task_class(config.kind)(config, seed)
 
 
-def task_of(manifest_task: dict[str, Any]) -> type[Task] | None:
-    """The task kind an artifact's manifest names (None for files that carry none)."""
-    kind = manifest_task.get("kind")
-    return task_class(kind) if kind in TASK_KINDS else None
-
-
 __all__ = [
     "DEFAULT_KIND",
     "TASK_KINDS",
@@ -52,5 +45,4 @@ __all__ = [
     "Task",
     "build_task",
     "task_class",
-    "task_of",
 ]

@@ -20,7 +20,7 @@ import numpy as np
 from edgepipe.configs import Section, TaskConfig
 from edgepipe.errors import InputError
 from edgepipe.files import load_arrays, save_arrays, sha256_arrays
-from edgepipe.tensors import Feeds, TensorSpec
+from edgepipe.tensors import Feeds, TensorSpec, input_role
 
 if TYPE_CHECKING:
     import torch
@@ -57,6 +57,7 @@ class Preprocessor:
     inputs: list[TensorSpec]
     tokenizer: Tokenizer | None = None
     max_length: int | None = None
+    pooling: str | None = None  # how the model's own config pools its outputs into one vector (embeddings)
 
 
 @dataclass
@@ -69,9 +70,6 @@ class EvalSet:
     groups: list[str] = field(default_factory=list)
     # What scoring needs beyond the arrays, e.g. the embedding task's pooling.
     options: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return sum(len(next(iter(b.values()))) for b in self.batches)
 
     def sha256(self) -> str:
         arrays = [a for b in self.batches for _, a in sorted(b.items())]
@@ -122,6 +120,7 @@ class Task(ABC):
     parity_measures: ClassVar[tuple[Measure, ...]]  # row["parity"]: agreement with the reference
     needs_tokenizer: ClassVar[bool] = False
     trainable: ClassVar[bool] = True  # has training data and a loss (a zoo family can be trained on it)
+    unit: ClassVar[str] = "examples"  # what ``split_sizes`` counts
 
     def __init__(self, config: TaskConfig, seed: int):
         self.config = config
@@ -133,7 +132,7 @@ class Task(ABC):
 
     @abstractmethod
     def split_sizes(self) -> dict[str, int]:
-        """Number of examples (images, documents) per split."""
+        """Number of examples per split, in ``unit`` (images, documents)."""
 
     @abstractmethod
     def data_sha256(self) -> str:
@@ -206,10 +205,6 @@ class Task(ABC):
     def gate_failures(cls, row: ResultRow, gates: Any, reference_metrics: dict[str, float]) -> list[str]:
         """This task's quality gates on one checked row (FP32 rows are held to parity, others to a budget)."""
 
-    @classmethod
-    def measure(cls, name: str) -> Measure | None:
-        return next((m for m in (*cls.metrics, *cls.parity_measures) if m.name == name), None)
-
 
 def by_group(data: EvalSet, score: Any, *arrays: list[np.ndarray]) -> dict[str, dict[str, float]]:
     """``score(*arrays_of_group, batches_of_group)`` for each group of evaluation batches."""
@@ -247,22 +242,16 @@ def token_feeds(inputs: list[TensorSpec], ids: np.ndarray) -> Feeds:
     """Feeds for a text model from unpadded token ids (n, length): ids into the ids input, ones into an
     attention mask, zeros into token types, 0..length-1 into position ids (by input name)."""
     n, length = ids.shape
-    feeds: Feeds = {}
-    for spec in inputs:
-        name = spec.name.lower()
-        if "mask" in name:
-            value = np.ones((n, length))
-        elif "type" in name or "segment" in name:
-            value = np.zeros((n, length))
-        elif "position" in name:
-            value = np.broadcast_to(np.arange(length), (n, length))
-        else:
-            value = ids
-        feeds[spec.name] = np.ascontiguousarray(value, dtype=np.dtype(spec.dtype))
-    return feeds
+    values = {
+        "mask": np.ones((n, length)),
+        "token_type": np.zeros((n, length)),
+        "position": np.broadcast_to(np.arange(length), (n, length)),
+        "ids": ids,
+    }
+    return {s.name: np.ascontiguousarray(values[input_role(s.name)], dtype=np.dtype(s.dtype)) for s in inputs}
 
 
 def attention_mask(batch: Feeds, shape: tuple[int, ...]) -> np.ndarray:
     """The batch's attention mask (n, length), or all ones where the model takes none."""
-    mask = next((a for name, a in batch.items() if "mask" in name.lower() and a.ndim == 2), None)
+    mask = next((a for name, a in batch.items() if input_role(name) == "mask" and a.ndim == 2), None)
     return np.ones(shape[:2]) if mask is None else mask.astype(np.float64)

@@ -67,6 +67,7 @@ class ClassificationTask(Task):
     kind = "classification"
     Config = ClassificationConfig
     Gates = ClassificationGates
+    unit = "images"
     metrics = (Measure("accuracy", "accuracy", True),)
     parity_measures = (
         Measure("top1_agreement", "top-1 agree", True),

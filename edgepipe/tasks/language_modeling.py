@@ -80,20 +80,23 @@ def _scores(outputs: list[np.ndarray], targets: list[np.ndarray], _: Any = None)
 
 
 def _parity(outputs: list[np.ndarray], reference: list[np.ndarray], _: Any = None) -> dict[str, float]:
-    kld, agree, diff, count = 0.0, 0, 0.0, 0
+    kld, agree, count = 0.0, 0, 0
+    diffs = []
     for out, ref in zip(outputs, reference, strict=True):
         logp, logq = _log_softmax(ref), _log_softmax(out)
         kld += float((np.exp(logp) * (logp - logq)).sum())
         agree += int((out.argmax(-1) == ref.argmax(-1)).sum())
-        diff = max(diff, float(np.abs(out.astype(np.float64) - ref).max()))
+        diffs.append(np.abs(out.astype(np.float64) - ref).max())
         count += out.shape[0] * out.shape[1]
-    return {"kld": kld / count, "top1_agreement": agree / count, "max_abs_diff": diff}
+    # np.max, not max(): a NaN anywhere must stay NaN (Python's max would skip it).
+    return {"kld": kld / count, "top1_agreement": agree / count, "max_abs_diff": float(np.max(diffs))}
 
 
 class LanguageModelingTask(Task):
     kind = "language-modeling"
     Config = LanguageModelingConfig
     Gates = LanguageModelingGates
+    unit = "documents"
     metrics = (Measure("perplexity", "perplexity", False, ".3f"),)
     parity_measures = (
         Measure("kld", "KLD", False, ".2e"),
@@ -110,7 +113,7 @@ class LanguageModelingTask(Task):
         docs = [d for d in stdlib_documents() if d[0].startswith(prefixes)]
         self.documents = split_documents(docs, seed, config.test_fraction, config.calibration_fraction)
         self.config: LanguageModelingConfig = config
-        self._streams: dict[tuple[int, str], np.ndarray] = {}
+        self._streams: dict[tuple[str, str], np.ndarray] = {}
 
     def split_sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.documents.items()}
@@ -142,7 +145,7 @@ class LanguageModelingTask(Task):
             raise InputError(
                 "task kind 'language-modeling' needs the model's tokenizer (tokenizer.json beside the model)"
             )
-        key = (id(pre.tokenizer), split)
+        key = (pre.tokenizer.sha256, split)
         if key not in self._streams:
             text = "\n\n".join(t for _, t in self.documents[split])
             self._streams[key] = np.asarray(pre.tokenizer.encode(text), dtype=np.int64)
@@ -182,7 +185,8 @@ class LanguageModelingTask(Task):
 
     def timing_feeds(self, pre: Preprocessor, batch_size: int, sequence_length: int | None) -> list[Feeds]:
         length = sequence_length or self.config.context_length
-        w = self._windows(pre, "test", length, batch_size)[:, :-1]
+        self._windows(pre, "test", length, batch_size)  # raises when there are too few
+        w = self._windows(pre, "test", length, None)[:, :-1]
         return [token_feeds(pre.inputs, w[i : i + batch_size]) for i in range(0, len(w) - batch_size + 1, batch_size)][
             :8
         ]
@@ -226,16 +230,19 @@ class LanguageModelingTask(Task):
     def gate_failures(
         cls, row: ResultRow, gates: LanguageModelingGates, reference_metrics: dict[str, float]
     ) -> list[str]:
-        par = row.parity or {}
-        if row.artifact.precision == "fp32":
-            return [
-                *above(par.get("max_abs_diff"), gates.fp32_max_abs_diff, "max abs diff", ".3g"),
-                *below(par.get("top1_agreement"), gates.fp32_min_top1_agreement, "top-1 agreement"),
-            ]
-        ref, ppl = reference_metrics.get("perplexity"), row.metrics.get("perplexity")
-        ratio = None if ref is None or ppl is None else ppl / ref
-        return [
-            *above(par.get("kld"), gates.quantized_max_kld, "KLD", ".4f"),
-            *above(ratio, gates.quantized_max_perplexity_ratio, "perplexity ratio"),
-            *below(par.get("top1_agreement"), gates.quantized_min_top1_agreement, "top-1 agreement"),
-        ]
+        failures: list[str] = []
+        # Overall, and at each length on its own: a length that breaks is not averaged away by the others.
+        for where, par in [("", row.parity or {}), *((f" at {g}", v) for g, v in row.breakdown.items())]:
+            if row.artifact.precision == "fp32":
+                failures += above(par.get("max_abs_diff"), gates.fp32_max_abs_diff, f"max abs diff{where}", ".3g")
+                failures += below(par.get("top1_agreement"), gates.fp32_min_top1_agreement, f"top-1 agreement{where}")
+            else:
+                failures += above(par.get("kld"), gates.quantized_max_kld, f"KLD{where}", ".4f")
+                failures += below(
+                    par.get("top1_agreement"), gates.quantized_min_top1_agreement, f"top-1 agreement{where}"
+                )
+        if row.artifact.precision != "fp32":
+            ref, ppl = reference_metrics.get("perplexity"), row.metrics.get("perplexity")
+            ratio = None if ref is None or ppl is None else ppl / ref
+            failures += above(ratio, gates.quantized_max_perplexity_ratio, "perplexity ratio")
+        return failures
