@@ -200,7 +200,7 @@ class Recipe(Section):
         return gates
 
     @model_validator(mode="after")
-    def _source_fits_task(self) -> Recipe:
+    def _sections_fit_each_other(self) -> Recipe:
         from edgepipe.tasks import task_class
 
         if self.source.tasks is not None and self.task.kind not in self.source.tasks:

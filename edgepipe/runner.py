@@ -133,7 +133,7 @@ def run_recipe(
     except OSError as e:
         raise InputError(f"{out}: cannot create the run folder ({e.strerror})") from None
 
-    task = build_task(recipe.task, recipe.seed)
+    task = build_task(recipe.task, recipe.seed, out / "data")
     ctx = StageContext(task, recipe.seed, recipe.base_dir, log)
     sizes = ", ".join(f"{k} {v}" for k, v in task.split_sizes().items())
     log(f"[data] {task.kind} on {task.name}: {sizes} {task.unit}")

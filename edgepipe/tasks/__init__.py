@@ -8,6 +8,7 @@ the template tests in ``tests/test_tasks.py`` then cover it.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from edgepipe.configs import TaskConfig
 from edgepipe.errors import InputError
@@ -30,9 +31,10 @@ def task_class(kind: str) -> type[Task]:
     return found
 
 
-def build_task(config: TaskConfig, seed: int) -> Task:
-    """The task a recipe's ``task`` section describes, with its data loaded (offline)."""
-    return task_class(config.kind)(config, seed)
+def build_task(config: TaskConfig, seed: int, cache_dir: Path | None = None) -> Task:
+    """The task a recipe's ``task`` section describes, with its data loaded (offline); ``cache_dir`` may
+    keep what is slow to make again."""
+    return task_class(config.kind)(config, seed, cache_dir)
 
 
 __all__ = [

@@ -122,7 +122,9 @@ class Task(ABC):
     trainable: ClassVar[bool] = True  # has training data and a loss (a zoo family can be trained on it)
     unit: ClassVar[str] = "examples"  # what ``split_sizes`` counts
 
-    def __init__(self, config: TaskConfig, seed: int):
+    def __init__(self, config: TaskConfig, seed: int, cache_dir: Path | None = None):
+        """``cache_dir`` (the run's data folder) may keep what is slow to make again, keyed by what it
+        depends on."""
         self.config = config
         self.seed = seed
 

@@ -4,13 +4,14 @@ agreement with the reference. Data: scikit-learn's offline digits (8x8, upsample
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from edgepipe.configs import Section, TaskConfig
-from edgepipe.files import sha256_arrays
+from edgepipe.files import load_arrays, save_arrays, sha256_arrays, sha256_json
 from edgepipe.tasks.base import EvalSet, Measure, ModelIO, Preprocessor, Task, above, below
 from edgepipe.tensors import Feeds, TensorSpec
 
@@ -63,6 +64,37 @@ def _parity(outputs: list[np.ndarray], reference: list[np.ndarray], _: Any = Non
     }
 
 
+def _digits(
+    config: ClassificationConfig, seed: int, cache_dir: Path | None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The 8x8 digits (pixel values 0-16), their labels and the stratified split's indices, made with
+    scikit-learn and kept in ``cache_dir``: importing scikit-learn takes ~3 s, most of a cached run's own time.
+    The split is keyed by everything it depends on, scikit-learn's version included."""
+    from edgepipe.environment import package_version
+
+    key = sha256_json([seed, config.test_size, config.calibration_size, package_version("scikit-learn")])
+    path = cache_dir / f"digits-{key[:12]}.npz" if cache_dir else None
+    if path is not None and path.is_file():
+        try:
+            saved = load_arrays(path)
+            return saved["pixels"], saved["labels"], {k: saved[k] for k in ("train", "calibration", "test")}
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file is made again
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    y = digits.target.astype(np.int64)
+    # Splitting the indices gives exactly the split of the arrays themselves (same shuffle, same strata).
+    rest, test = train_test_split(np.arange(len(y)), test_size=config.test_size, random_state=seed, stratify=y)
+    train, cal = train_test_split(rest, test_size=config.calibration_size, random_state=seed, stratify=y[rest])
+    pixels = digits.images.astype(np.uint8)
+    parts = {"train": train, "calibration": cal, "test": test}
+    if path is not None:
+        save_arrays(path, {"pixels": pixels, "labels": y, **parts})
+    return pixels, y, parts
+
+
 class ClassificationTask(Task):
     kind = "classification"
     Config = ClassificationConfig
@@ -74,25 +106,14 @@ class ClassificationTask(Task):
         Measure("max_abs_diff", "max abs diff", False, ".2e"),
     )
 
-    def __init__(self, config: ClassificationConfig, seed: int):
-        super().__init__(config, seed)
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-
-        digits = load_digits()
-        images = digits.images.astype(np.float32) / 16.0
+    def __init__(self, config: ClassificationConfig, seed: int, cache_dir: Path | None = None):
+        super().__init__(config, seed, cache_dir)
+        pixels, y, parts = _digits(config, seed, cache_dir)
         size = config.image_size
         index = (np.arange(size) * 8) // size  # nearest-neighbour upsampling, reproducible on any device
-        images = images[:, index][:, :, index]
+        images = (pixels.astype(np.float32) / 16.0)[:, index][:, :, index]
         x = np.ascontiguousarray(images.reshape(-1, 1, size, size), dtype=np.float32)
-        y = digits.target.astype(np.int64)
-        x_rest, x_test, y_rest, y_test = train_test_split(
-            x, y, test_size=config.test_size, random_state=seed, stratify=y
-        )
-        x_train, x_cal, y_train, y_cal = train_test_split(
-            x_rest, y_rest, test_size=config.calibration_size, random_state=seed, stratify=y_rest
-        )
-        self.splits = {"train": (x_train, y_train), "calibration": (x_cal, y_cal), "test": (x_test, y_test)}
+        self.splits = {name: (x[idx], y[idx]) for name, idx in parts.items()}
         self.labels = [str(i) for i in range(10)]
         self.image_shape = [1, size, size]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -99,8 +100,8 @@ class EmbeddingTask(Task):
     trainable = False
     unit = "documents"  # each gives many passages at each length
 
-    def __init__(self, config: EmbeddingConfig, seed: int):
-        super().__init__(config, seed)
+    def __init__(self, config: EmbeddingConfig, seed: int, cache_dir: Path | None = None):
+        super().__init__(config, seed, cache_dir)
         from edgepipe.text import split_documents, stdlib_documents
 
         docs = [d for d in stdlib_documents() if d[0].startswith("topics/")]

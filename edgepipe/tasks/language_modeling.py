@@ -9,6 +9,7 @@ document so held-out text is never trained on. Evaluation windows are unpadded, 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -105,8 +106,8 @@ class LanguageModelingTask(Task):
     )
     needs_tokenizer = True
 
-    def __init__(self, config: LanguageModelingConfig, seed: int):
-        super().__init__(config, seed)
+    def __init__(self, config: LanguageModelingConfig, seed: int, cache_dir: Path | None = None):
+        super().__init__(config, seed, cache_dir)
         from edgepipe.text import split_documents, stdlib_documents
 
         prefixes = tuple({"docs": "topics/", "python": "source/"}[s] for s in config.sources)
