@@ -21,9 +21,7 @@ class FormatInfo:
 FORMATS: dict[str, FormatInfo] = {
     f.name: f
     for f in (
-        FormatInfo(
-            "torch", (".safetensors",), ("torch",), "PyTorch weights (safetensors) + a module spec"
-        ),
+        FormatInfo("torch", (".safetensors",), ("torch",), "PyTorch weights (safetensors) + a module spec"),
         FormatInfo("onnx", (".onnx",), ("onnxruntime",), "ONNX model"),
         FormatInfo("openvino", (".xml",), ("openvino",), "OpenVINO IR (.xml + .bin)"),
         FormatInfo("tflite", (".tflite",), ("litert",), "TFLite / LiteRT flatbuffer"),

@@ -12,7 +12,7 @@ import importlib.util
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -34,6 +34,8 @@ class ModuleSource(SourceConfig):
     safetensors file for it (none: the module's own initialisation, e.g. to train it in a stage)."""
 
     kind: Literal["module"] = "module"
+    # Built to the task's own inputs and outputs; an embedding task has none of its own (it scores an encoder).
+    tasks: ClassVar[tuple[str, ...] | None] = ("classification", "language-modeling")
     file: str = Field(description="a Python file, relative to the recipe's folder")
     class_name: str = Field(alias="class", pattern=r"^[A-Za-z_]\w*$")
     kwargs: dict[str, Any] = {}

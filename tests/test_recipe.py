@@ -73,6 +73,10 @@ def test_defaults_fill_a_minimal_recipe():
         ({"model": {"family": "cnn"}}, "model/train: these sections became `source:"),
         ({"source": {"kind": "train", "family": "llama"}}, "source.family: 'llama' serves language-modeling tasks"),
         ({"source": {"kind": "huggingface", "path": "."}}, "source.kind: a huggingface model serves embedding"),
+        (
+            {"task": {"kind": "embedding"}, "source": {"kind": "module", "file": "m.py", "class": "M"}},
+            "source.kind: a module model serves classification, language-modeling tasks, not embedding",
+        ),
         ({"benchmark": {"threads": [1, 0]}}, "benchmark.threads: thread counts go from 1 to 256, got 0"),
         ({"benchmark": {"sequence_lengths": [16]}}, "benchmark.sequence_lengths: the classification task has no"),
     ],
