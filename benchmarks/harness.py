@@ -112,21 +112,33 @@ def _fixed_batch(session: Session) -> int | None:
 
 
 def for_session(session: Session, feeds: Feeds) -> list[Feeds]:
-    """``feeds`` as this session takes them: keyed by its input names (a lone input may be renamed),
+    """``feeds`` as this session takes them: keyed by its input names (taken in order when the model's
+    names and the data's share none, e.g. a TFLite file's ``serving_default_args_0``),
     quantized where it takes integer inputs (full-integer models), split into its fixed batch (the
     remainder is dropped)."""
     names = [s.name for s in session.inputs]
-    if len(names) == 1 and len(feeds) == 1:
+    if (len(names) == 1 and len(feeds) == 1) or (len(names) == len(feeds) and not set(names) & set(feeds)):
+        # One input, or none of the names shared (a converter named them args_0, args_1, ...): in order.
         arrays = list(feeds.values())
     elif missing := [n for n in names if n not in feeds]:
         raise InputError(f"the data lack model input(s) {missing} (data has {list(feeds)})")
     else:
         arrays = [feeds[n] for n in names]
-    mapped = {s.name: np.ascontiguousarray(s.to_model(a)) for s, a in zip(session.inputs, arrays, strict=True)}
+    mapped = {s.name: _as_input(s, a) for s, a in zip(session.inputs, arrays, strict=True)}
     fixed, n = _fixed_batch(session), len(arrays[0]) if arrays and arrays[0].ndim else 1
     if fixed is None or fixed == n:
         return [mapped]
     return [{k: v[i : i + fixed] for k, v in mapped.items()} for i in range(0, n - fixed + 1, fixed)]
+
+
+def _as_input(spec: TensorSpec, data: np.ndarray) -> np.ndarray:
+    """Data as the model's input takes it: quantized for an integer input with a scale, and integer ids in
+    the model's integer type (TFLite takes int32 where torch gave int64)."""
+    data = spec.to_model(data)
+    dtype = np.dtype(spec.dtype) if spec.dtype in np.sctypeDict else None
+    if dtype is not None and data.dtype != dtype and data.dtype.kind in "iu" and dtype.kind in "iu":
+        data = data.astype(dtype)
+    return np.ascontiguousarray(data)
 
 
 def time_runs(session: Session, feeds: list[Feeds], warmup: int, runs: int, max_seconds: float) -> list[float]:

@@ -52,7 +52,7 @@ def add_comparisons(rows: list[ResultRow], task: type[Task] | None = None) -> li
             baseline=base.label,
             ratio=cmp["ratio"],
             significant=cmp["significant"],
-            size_ratio=row.artifact.size_bytes / base.artifact.size_bytes,
+            size_ratio=(row.artifact.size_bytes or 0) / (base.artifact.size_bytes or 1),
             **deltas,
         )
         medians = f"median {row.latency_ms.median:.3f} vs {base.latency_ms.median:.3f} ms"

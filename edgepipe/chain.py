@@ -9,23 +9,24 @@ from __future__ import annotations
 import importlib.util
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from edgepipe.artifact import Artifact
 from edgepipe.configs import SourceConfig
 from edgepipe.environment import code_fingerprint, package_versions
-from edgepipe.errors import EdgepipeError, UnavailableError, first_line, root_cause
+from edgepipe.errors import EdgepipeError, UnavailableError, UnsupportedModel, first_line, root_cause
 from edgepipe.recipe import Recipe
 from edgepipe.stage import SOURCES, STAGES, StageContext, StageKind
 from edgepipe.store import ArtifactStore, Parents
 
-# Distributions whose import name differs from their name.
+# Distributions whose import name is not their name with "-" as "_".
 _MODULE_OF = {"scikit-learn": "sklearn"}
 
 
 def _missing(distributions: tuple[str, ...]) -> str | None:
     for dist in distributions:
-        if importlib.util.find_spec(_MODULE_OF.get(dist, dist)) is None:
+        if importlib.util.find_spec(_MODULE_OF.get(dist, dist.replace("-", "_"))) is None:
             return dist
     return None
 
@@ -123,13 +124,40 @@ def build_model(recipe: Recipe, ctx: StageContext, store: ArtifactStore, force: 
     return model
 
 
-def build_targets(
-    recipe: Recipe, ctx: StageContext, model: Artifact, store: ArtifactStore, force: bool
-) -> list[Artifact]:
-    """Each target's FP32 export of the torch model, followed by its quantized variants."""
+@dataclass
+class Unsupported:
+    """A step a format's tool could not make from this model: its row says why, and the run goes on."""
+
+    name: str
+    format: str
+    precision: str
+    reason: str
+
+
+@dataclass
+class Targets:
+    models: list[Artifact]  # exports and their quantized variants: what is benchmarked
+    extras: list[Artifact]  # what follows them (embedded bundles)
+    unsupported: list[Unsupported]
+
+
+def build_targets(recipe: Recipe, ctx: StageContext, model: Artifact, store: ArtifactStore, force: bool) -> Targets:
+    """Each target's FP32 export of the torch model, its quantized variants, and the steps that follow them
+    (an embedded bundle). A step the format's tool cannot take is reported, not fatal."""
     from edgepipe.export import backend
 
     artifacts: list[Artifact] = []
+    extras: list[Artifact] = []
+    unsupported: list[Unsupported] = []
+
+    def attempt(name: str, precision: str, fmt: str, **step: Any) -> Artifact | None:
+        try:
+            return run_stage(store, ctx, force=force, name=name, seed=ctx.seed, **step)
+        except UnsupportedModel as e:
+            ctx.log(f"[{step['label']}] unsupported: {e}")
+            unsupported.append(Unsupported(name, fmt, precision, str(e)))
+            return None
+
     for target in recipe.targets:
         entry, module = backend(target.format)
         code = code_fingerprint(*entry.code)
@@ -141,36 +169,51 @@ def build_targets(
             "inputs": [s.model_dump() for s in model.manifest.inputs],
             "outputs": [s.model_dump() for s in model.manifest.outputs],
         }
-        fp32 = run_stage(
-            store,
-            ctx,
-            f"export {target.format}",
-            force,
-            name=f"{target.format}-fp32",
+        fp32 = attempt(
+            f"{target.format}-fp32",
+            "fp32",
+            target.format,
+            label=f"export {target.format}",
             stage="export",
             config=config,
             parents={"model": model},
             tools={**package_versions(("edgepipe", *entry.export_tools)), "code": code},
             build=lambda out, m=module, t=target: m.export({"model": model}, t, out, ctx),
-            seed=ctx.seed,
         )
-        artifacts.append(fp32)
+        if fp32 is None:
+            continue
+        made = [fp32]
         for q in target.quantize:
             name = q.variant_name(target.format)
-            artifacts.append(
-                run_stage(
-                    store,
-                    ctx,
-                    f"quantize {name}",
-                    force,
-                    name=name,
-                    stage="quantize",
-                    # The task's config and data decide the calibration set (its split, sizes, lengths).
-                    config={**q.model_dump(mode="json"), "task": ctx.task.describe()},
-                    parents={"model": fp32},
-                    tools={**package_versions(("edgepipe", *entry.quantize_tools)), "code": code},
-                    build=lambda out, m=module, q=q, p=fp32: m.quantize({"model": p}, q, out, ctx),
-                    seed=ctx.seed,
-                )
+            variant = attempt(
+                name,
+                q.precision,
+                target.format,
+                label=f"quantize {name}",
+                stage="quantize",
+                # The task's config and data decide the calibration set (its split, sizes, lengths).
+                config={**q.model_dump(mode="json"), "task": ctx.task.describe()},
+                parents={"model": fp32},
+                tools={**package_versions(("edgepipe", *entry.quantize_tools)), "code": code},
+                build=lambda out, m=module, q=q, p=fp32: m.quantize({"model": p}, q, out, ctx),
             )
-    return artifacts
+            made += [variant] if variant is not None else []
+        artifacts += made
+        for step in target.post_stages():
+            for parent in made:
+                extra = attempt(
+                    f"{parent.manifest.name}-{step}",
+                    parent.manifest.precision,
+                    step,
+                    label=f"{step} {parent.manifest.name}",
+                    stage=step,
+                    config={
+                        "target": target.model_dump(mode="json", exclude={"quantize"}),
+                        "task": ctx.task.describe(),
+                    },
+                    parents={"model": parent},
+                    tools={**package_versions(("edgepipe", *entry.post_tools)), "code": code},
+                    build=lambda out, m=module, s=step, p=parent, t=target: m.post_stage(s, {"model": p}, t, out, ctx),
+                )
+                extras += [extra] if extra is not None else []
+    return Targets(artifacts, extras, unsupported)

@@ -13,7 +13,7 @@ import traceback
 import warnings
 from typing import Any, NoReturn
 
-from edgepipe.errors import EdgepipeError, GateError, UnavailableError, first_line
+from edgepipe.errors import EdgepipeError, GateError, InputError, UnavailableError, first_line
 from edgepipe.recipe import MAX_THREADS
 
 
@@ -60,6 +60,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgepipe.benchmarks.report import render_table
     from edgepipe.environment import describe_environment
 
+    if args.no_xnnpack:
+        from edgepipe.artifact import resolve_model_path
+        from edgepipe.formats import detect_format
+        from edgepipe.runtimes import default_runtime
+
+        if (args.runtime or default_runtime(detect_format(resolve_model_path(args.model)))) != "litert":
+            raise InputError("--no-xnnpack: only the litert runtime runs XNNPACK")
     row = benchmark_model(
         args.model,
         args.runtime,
@@ -70,6 +77,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         runs=args.runs,
         max_seconds=args.max_seconds,
+        options={"xnnpack": False} if args.no_xnnpack else None,
     )
     environment = describe_environment()
     if args.json:
@@ -83,6 +91,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
             f"\nload {row.load_ms:.1f} ms, first run {row.first_run_ms:.2f} ms, mean {lat.mean:.3f} ms, "
             f"{ci}, peak RSS {row.peak_rss_mb:.0f} MB; inputs: {row.input_source}; CPU: {environment['cpu']['model']}"
         )
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgepipe.export.tflite_micro import bundle_file
+
+    out = Path(args.out or f"{Path(args.model).resolve().name.removesuffix('.tflite')}-bundle")
+    info = bundle_file(args.model, out)
+    ops = ", ".join(info["ops"])
+    print(f"wrote {out}/: {len(info['ops'])} operators ({ops}), tensor arena {info['arena_bytes']:,} bytes")
+    print(f"(measured under TFLite Micro); golden output within {info['golden_max_diff_lsb']} of LiteRT's")
     return 0
 
 
@@ -116,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run every stage even if a cached artifact exists")
     run.set_defaults(func=cmd_run)
 
-    bench = sub.add_parser("bench", help="benchmark an existing model file (.onnx, .xml) or artifact folder")
+    bench = sub.add_parser("bench", help="benchmark a model file (.onnx, .xml, .tflite) or artifact folder")
     bench.add_argument("model", help="model file or edgepipe artifact folder")
     bench.add_argument("--runtime", help="runtime name (default: the format's usual runtime)")
     bench.add_argument("--device", default="cpu", help="device: cpu, cuda, gpu, ... (default: cpu)")
@@ -126,8 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=_non_negative_int, default=20, help="untimed warm-up runs (default: 20)")
     bench.add_argument("--runs", type=_positive_int, default=300, help="timed runs (default: 300)")
     bench.add_argument("--max-seconds", type=_positive_seconds, default=30.0, help="stop timing after this long")
+    bench.add_argument("--no-xnnpack", action="store_true", help="litert: the built-in kernels, without XNNPACK")
     bench.add_argument("--json", action="store_true", help="print the results row as JSON")
     bench.set_defaults(func=cmd_bench)
+
+    bundle = sub.add_parser(
+        "bundle", help="a TFLite Micro bundle (C arrays, op resolver, arena size) of a .tflite model"
+    )
+    bundle.add_argument("model", help=".tflite file or edgepipe TFLite artifact folder")
+    bundle.add_argument("--out", help="output folder (default: ./<model>-bundle)")
+    bundle.set_defaults(func=cmd_bundle)
 
     rts = sub.add_parser("runtimes", help="list runtimes, whether they are installed, and their devices")
     rts.add_argument("--json", action="store_true")

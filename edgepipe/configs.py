@@ -65,7 +65,8 @@ class QuantizeConfig(Section):
 
     def variant_name(self, fmt: str) -> str:
         """Readable and distinct per entry, e.g. ``onnx-int8-static`` or ``openvino-int8-static-mixed``."""
-        return "-".join([fmt, self.precision, self.method, *self.name_parts()])
+        method = [] if self.method == self.precision else [self.method]  # "tflite-fp16", not "tflite-fp16-fp16"
+        return "-".join([fmt, self.precision, *method, *self.name_parts()])
 
     def name_parts(self) -> list[str]:
         """Short words for each option that differs from its default."""
@@ -81,6 +82,11 @@ class TargetConfig(Section):
 
     quantizers: ClassVar[dict[str, type[QuantizeConfig]]] = {}  # method -> config class
     default_method: ClassVar[str | None] = None
+
+    def post_stages(self) -> list[str]:
+        """Steps that follow each of this target's artifacts (the format module's ``post_stage`` makes them),
+        e.g. an embedded bundle."""
+        return []
 
     @field_validator("quantize", mode="before")
     @classmethod

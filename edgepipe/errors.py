@@ -11,7 +11,9 @@ Exit codes are part of the stable contract for deployment scripts:
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 
 class EdgepipeError(Exception):
@@ -30,6 +32,11 @@ class UnavailableError(EdgepipeError):
     """A runtime, package or device is not present on this machine."""
 
     exit_code = 3
+
+
+class UnsupportedModel(InputError):
+    """A tool cannot take this model (a converter lacks an operator, TFLite Micro cannot run a hybrid model).
+    In a run, the target's row says so and the run goes on; from a command it is exit 2."""
 
 
 class GateError(EdgepipeError):
@@ -63,3 +70,18 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     informative = [line for line in lines if not _LOCATION_ONLY.match(line)]
     line = (informative or lines or [type(exc).__name__])[0]
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def converting(tool: str) -> Iterator[None]:
+    """A converter's failure on this model (an operator it cannot lower) as UnsupportedModel, in one line:
+    in a run, that target's row says why and the run goes on."""
+    try:
+        yield
+    except EdgepipeError:
+        raise
+    except Exception as e:  # converters raise anything from AssertionError to their own types
+        cause = root_cause(e)
+        raise UnsupportedModel(
+            f"{tool} cannot convert this model: {type(cause).__name__}: {first_line(cause)}"
+        ) from None

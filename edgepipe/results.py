@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 # 2: ``task`` block; rows gain task, sequence_length, breakdown and nonfinite_outputs; ci95 is null when
-# there are too few runs for a 95% interval.
+# there are too few runs for a 95% interval; status "unsupported" rows have no file.
 RESULTS_SCHEMA_VERSION = 2
 
 
@@ -23,9 +23,9 @@ class ArtifactRef(_Strict):
     name: str | None = None
     format: str
     precision: str | None = None
-    path: str
-    size_bytes: int
-    sha256: str
+    path: str | None  # None for a step that could not be made (status "unsupported")
+    size_bytes: int | None
+    sha256: str | None
     parent_sha256: str | None = None
 
 
@@ -71,7 +71,9 @@ class ResultRow(_Strict):
     threads: int | None
     batch_size: int | None
     sequence_length: int | None = None
-    status: Literal["ok", "failed", "unavailable"]
+    # ok; failed (the runtime failed on this model); unavailable (runtime or device missing); unsupported
+    # (the format's tool cannot make this artifact from this model: nothing to measure, the run goes on).
+    status: Literal["ok", "failed", "unavailable", "unsupported"]
     error: str | None = None
     task: str | None = None  # the task kind whose metrics these are
     inputs: list[dict[str, Any]] = []
@@ -109,7 +111,12 @@ class ResultRow(_Strict):
 
 
 def failed_row(
-    artifact: ArtifactRef, runtime: str, device: str, status: Literal["failed", "unavailable"], error: str, **point: Any
+    artifact: ArtifactRef,
+    runtime: str,
+    device: str,
+    status: Literal["failed", "unavailable", "unsupported"],
+    error: str,
+    **point: Any,
 ) -> ResultRow:
     """A row for a benchmark that could not run: ``status`` "unavailable" (runtime or device missing) or
     "failed" (the runtime failed on this model)."""

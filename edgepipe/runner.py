@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.artifact import Artifact
-from edgepipe.chain import build_model, build_targets, check_tools
+from edgepipe.chain import Unsupported, build_model, build_targets, check_tools
 from edgepipe.environment import describe_environment, package_version
 from edgepipe.errors import InputError
 from edgepipe.files import sha256_json
+from edgepipe.formats import FORMATS
 from edgepipe.gates import check_gates
 from edgepipe.recipe import Recipe, load_recipe
-from edgepipe.results import RESULTS_SCHEMA_VERSION, ResultRow
+from edgepipe.results import RESULTS_SCHEMA_VERSION, ArtifactRef, ResultRow, failed_row
 from edgepipe.stage import Log, StageContext, silent
 from edgepipe.store import ArtifactStore
 from edgepipe.tasks import EvalSet, Task, build_task
@@ -108,6 +109,23 @@ def _jobs(
     return jobs
 
 
+def _unsupported_row(step: Unsupported, recipe: Recipe) -> ResultRow:
+    from edgepipe.runtimes import default_runtime
+
+    ref = ArtifactRef(
+        name=step.name, format=step.format, precision=step.precision, path=None, size_bytes=None, sha256=None
+    )
+    row = failed_row(ref, default_runtime(step.format), recipe.benchmark.devices[0], "unsupported", step.reason)
+    row.name = step.name
+    return row
+
+
+def _summary(artifact: Artifact) -> str:
+    """What a derived artifact (a bundle) says of itself in its manifest, for the notes."""
+    said = artifact.manifest.model.get("summary")
+    return f" ({said})" if said else ""
+
+
 def run_recipe(
     recipe: Recipe | str | Path, out_dir: str | Path | None = None, force: bool = False, log: Log | None = None
 ) -> RunResult:
@@ -143,14 +161,14 @@ def run_recipe(
     pre = ctx.preprocessor(model)
     data = task.eval_set(pre)
     points = _points(recipe, task, pre, data_dir)
-    exported = build_targets(recipe, ctx, model, store, force)
+    targets = build_targets(recipe, ctx, model, store, force)
 
     data_path = data.save(data_dir / f"eval-{data.sha256()[:12]}.npz")
     reference_path, reference = reference_outputs(model, data, data_dir, recipe.benchmark.threads[0], force)
     evaluation = {"task": task.kind, "data": str(data_path), "reference": str(reference_path)}
 
-    artifacts = ([model] if recipe.benchmark.reference else []) + exported
-    rows: list[ResultRow] = []
+    artifacts = ([model] if recipe.benchmark.reference else []) + targets.models
+    rows: list[ResultRow] = [_unsupported_row(u, recipe) for u in targets.unsupported if u.format in FORMATS]
     for job in _jobs(recipe, artifacts, points, evaluation):
         t0 = time.perf_counter()
         for row in run_in_subprocess(job, recipe.benchmark.timeout_s):
@@ -164,6 +182,8 @@ def run_recipe(
         log(f"[bench] {job['artifact']['name']} on {job['runtime']}/{job['device']} took {took:.1f} s")
 
     notes = add_comparisons(rows, type(task))
+    notes += [f"{u.name}: {u.format} unsupported: {u.reason}" for u in targets.unsupported if u.format not in FORMATS]
+    notes += [f"{a.manifest.name}: {a.path}" + _summary(a) for a in targets.extras]
     reference_metrics, _, _ = task.quality(reference, data, None)
     report = check_gates(rows, type(task), recipe.gates, reference_metrics)
     notes += [f"GATE FAILED: {f}" for f in report.failures]

@@ -1,8 +1,8 @@
 """Exporters (torch -> format) and post-training quantizers (format -> quantized format), one module per
 format, listed in ``BACKENDS``.
 
-Quantization belongs to each format's own tool: onnxruntime's quantizer for ONNX, NNCF for OpenVINO
-(next: the LiteRT quantizers for TFLite, llama.cpp's quantizer for GGUF). A format module defines:
+Quantization belongs to each format's own tool: onnxruntime's quantizer for ONNX, NNCF for OpenVINO,
+ai-edge-quantizer for TFLite (next: llama.cpp's quantizer for GGUF). A format module defines:
 
 - ``Target``: a ``TargetConfig`` subclass with the format's export options and, in ``quantizers``,
   one config class per quantize ``method`` (each validated by its own fields);
@@ -30,6 +30,8 @@ class FormatBackend:
     quantize_tools: tuple[str, ...]
     # Modules whose code keys the cache too (edits re-run the stage even without a version bump).
     code: tuple[str, ...]
+    # Distributions that key the steps after an artifact (an embedded bundle), where the format has any.
+    post_tools: tuple[str, ...] = ()
 
 
 _COMMON_CODE = ("edgepipe.store", "edgepipe.stage", "edgepipe.tensors", "edgepipe.tasks", "edgepipe.text")
@@ -46,6 +48,20 @@ BACKENDS: dict[str, FormatBackend] = {
         export_tools=("torch", "openvino"),
         quantize_tools=("openvino", "nncf"),
         code=(*_COMMON_CODE, "edgepipe.export.openvino", "edgepipe.runtimes.openvino_runtime"),
+    ),
+    "tflite": FormatBackend(
+        module="edgepipe.export.tflite",
+        export_tools=("torch", "litert-torch", "ai-edge-litert"),
+        quantize_tools=("ai-edge-quantizer", "ai-edge-litert"),
+        code=(
+            *_COMMON_CODE,
+            "edgepipe.export.tflite",
+            "edgepipe.export.tflite_inspect",
+            "edgepipe.export.tflite_micro",
+            "edgepipe.export.tflite_bundle",
+            "edgepipe.runtimes.litert_runtime",
+        ),
+        post_tools=("tflite-micro", "ai-edge-litert"),
     ),
 }
 

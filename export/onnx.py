@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from edgepipe.configs import QuantizeConfig, TargetConfig, short_hash
+from edgepipe.errors import converting
 from edgepipe.export.onnx_inspect import quantization_summary, read_io_spec
 from edgepipe.stage import StageContext
 from edgepipe.store import Parents, StageOutput
@@ -104,23 +105,11 @@ def _strip_debug_metadata(model: Any) -> None:
         value.ClearField("metadata_props")
 
 
-def export(parents: Parents, config: Target, out_dir: Path, ctx: StageContext) -> StageOutput:
-    """torch -> ONNX FP32, names and dynamic dimensions taken from the parent's input/output specs,
-    checked with onnx's full checker."""
-    import onnx
+def _torch_export(module: Any, args: tuple[Any, ...], path: Path, config: Target, ins: Any, outs: Any) -> None:
+    """torch.onnx.export with the target's exporter, names and dynamic dimensions from the specs."""
     import torch
 
-    # The exporter logs a warning per missing torchvision op on every export: not the user's concern.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    parent = parents["model"]
-    module = ctx.torch_module(parent)
-    ins, outs = parent.manifest.inputs, parent.manifest.outputs
-    # Batch 2: a dynamic dimension traced at size 1 gets specialised away. Contiguous copies: a strided
-    # numpy view makes the dynamo exporter add an as_strided subgraph.
-    example = ctx.example_feeds(parent, 2)
-    args = tuple(torch.from_numpy(example[s.name]).clone() for s in ins)
     input_names, output_names = [s.name for s in ins], [s.name for s in outs]
-    path = out_dir / MODEL_FILE
     if config.exporter == "dynamo":
         dims: dict[str, Any] = {}  # one Dim per symbolic name, shared by every tensor that uses it
         # Positional (one entry per input, in order): forward's parameter names need not match the specs'.
@@ -154,6 +143,26 @@ def export(parents: Parents, config: Target, out_dir: Path, ctx: StageContext) -
             input_names=input_names,
             output_names=output_names,
         )
+
+
+def export(parents: Parents, config: Target, out_dir: Path, ctx: StageContext) -> StageOutput:
+    """torch -> ONNX FP32, names and dynamic dimensions taken from the parent's input/output specs,
+    checked with onnx's full checker."""
+    import onnx
+    import torch
+
+    # The exporter logs a warning per missing torchvision op on every export: not the user's concern.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    parent = parents["model"]
+    module = ctx.torch_module(parent)
+    ins, outs = parent.manifest.inputs, parent.manifest.outputs
+    # Batch 2: a dynamic dimension traced at size 1 gets specialised away. Contiguous copies: a strided
+    # numpy view makes the dynamo exporter add an as_strided subgraph.
+    example = ctx.example_feeds(parent, 2)
+    args = tuple(torch.from_numpy(example[s.name]).clone() for s in ins)
+    path = out_dir / MODEL_FILE
+    with converting(f"torch.onnx ({config.exporter})"):
+        _torch_export(module, args, path, config, ins, outs)
     model = onnx.load(str(path))
     _strip_debug_metadata(model)
     onnx.save(model, str(path))

@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from edgepipe.configs import QuantizeConfig, Section, TargetConfig, short_hash
+from edgepipe.errors import converting
 from edgepipe.stage import StageContext
 from edgepipe.store import Parents, StageOutput
 from edgepipe.tensors import TensorSpec, with_ranges
@@ -92,11 +93,12 @@ def export(parents: Parents, config: Target, out_dir: Path, ctx: StageContext) -
     parent = parents["model"]
     ins, outs = parent.manifest.inputs, parent.manifest.outputs
     example = ctx.example_feeds(parent, 2)
-    model = ov.convert_model(
-        ctx.torch_module(parent),
-        example_input=tuple(torch.from_numpy(example[s.name]).clone() for s in ins),
-        input=[ov.PartialShape([d if isinstance(d, int) else -1 for d in s.shape]) for s in ins],
-    )
+    with converting("openvino.convert_model"):
+        model = ov.convert_model(
+            ctx.torch_module(parent),
+            example_input=tuple(torch.from_numpy(example[s.name]).clone() for s in ins),
+            input=[ov.PartialShape([d if isinstance(d, int) else -1 for d in s.shape]) for s in ins],
+        )
     for port, spec in [*zip(model.inputs, ins, strict=True), *zip(model.outputs, outs, strict=True)]:
         port.get_tensor().set_names({spec.name})
     inputs, outputs = _save(model, out_dir)

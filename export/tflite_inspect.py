@@ -1,0 +1,122 @@
+"""Reading .tflite files with the LiteRT flatbuffer schema (no interpreter, no TensorFlow): a header check
+before any native parser sees a file, and what a model holds (operators, custom operators, tensor and
+weight types, whether it is "hybrid": float activations meeting int8 weights inside one operator)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from edgepipe.errors import InputError, first_line
+
+IDENTIFIER = b"TFL3"
+
+
+def _schema() -> Any:
+    from ai_edge_litert import schema_py_generated as fb
+
+    return fb
+
+
+def _names(enum: Any) -> dict[int, str]:
+    return {v: k for k, v in vars(enum).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def load_model(path: Path) -> tuple[bytes, Any]:
+    """The file's bytes and its parsed flatbuffer; InputError naming the file for anything that is not a
+    complete TFLite model (empty, another format, truncated, references outside the file)."""
+    try:
+        buf = Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read it ({e.strerror})") from None
+    if not buf:
+        raise InputError(f"{path}: empty file, not a TFLite model")
+    if len(buf) < 8 or buf[4:8] != IDENTIFIER:
+        raise InputError(f"{path}: not a TFLite model (no TFL3 identifier)")
+    fb = _schema()
+    try:
+        model = fb.Model.GetRootAs(buf, 0)
+        if model.SubgraphsLength() < 1:
+            raise ValueError("it has no subgraph")
+        for i in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(i)
+            for t in range(graph.TensorsLength()):
+                tensor = graph.Tensors(t)
+                if not 0 <= tensor.Buffer() < max(model.BuffersLength(), 1):
+                    raise ValueError(f"tensor {t} points at buffer {tensor.Buffer()} of {model.BuffersLength()}")
+        for b in range(model.BuffersLength()):
+            buffer = model.Buffers(b)
+            if buffer.Offset() and buffer.Offset() + buffer.Size() > len(buf):
+                raise ValueError(f"buffer {b} ends past the end of the file")
+            buffer.DataLength()
+        for i in range(model.OperatorCodesLength()):
+            model.OperatorCodes(i).BuiltinCode()
+    except Exception as e:  # flatbuffers raises IndexError/struct.error/... on a cut or damaged file
+        raise InputError(f"{path}: a truncated or corrupt TFLite model ({type(e).__name__}: {first_line(e)})") from None
+    return buf, model
+
+
+def check_tflite(path: Path) -> None:
+    load_model(path)
+
+
+def operator_name(model: Any, index: int) -> str:
+    """The operator's builtin name (CONV_2D, ...), or for a custom operator its custom code."""
+    fb = _schema()
+    code = model.OperatorCodes(index)
+    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    name = _names(fb.BuiltinOperator).get(builtin, f"BUILTIN_{builtin}")
+    if name == "CUSTOM":
+        custom = code.CustomCode()
+        return custom.decode() if isinstance(custom, bytes) else str(custom)
+    return name
+
+
+def summarize(path: Path) -> dict[str, Any]:
+    """Operators (by name, custom ones listed apart), tensor types, weight types and bytes, and whether the
+    model is hybrid (float activations with int8 weights inside one operator) or full-integer."""
+    _, model = load_model(path)
+    fb = _schema()
+    types = _names(fb.TensorType)
+    ops: Counter[str] = Counter()
+    custom: set[str] = set()
+    tensor_types: Counter[str] = Counter()
+    weights: dict[str, dict[str, int]] = {}
+    hybrid_ops: Counter[str] = Counter()
+    builtin_names = set(_names(fb.BuiltinOperator).values())
+    for g in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(g)
+        constant = set()
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            kind = types.get(tensor.Type(), str(tensor.Type())).lower()
+            tensor_types[kind] += 1
+            size = model.Buffers(tensor.Buffer()).DataLength() or model.Buffers(tensor.Buffer()).Size()
+            if size:
+                constant.add(t)
+                entry = weights.setdefault(kind, {"count": 0, "bytes": 0})
+                entry["count"] += 1
+                entry["bytes"] += int(size)
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            name = operator_name(model, op.OpcodeIndex())
+            ops[name] += 1
+            if name not in builtin_names:
+                custom.add(name)
+            ins = [op.Inputs(i) for i in range(op.InputsLength()) if op.Inputs(i) >= 0]
+            in_types = {(i in constant, types.get(graph.Tensors(i).Type(), "").lower()) for i in ins}
+            if (False, "float32") in in_types and (True, "int8") in in_types:
+                hybrid_ops[name] += 1
+    float_activations = tensor_types["float32"] - weights.get("float32", {}).get("count", 0)
+    return {
+        "version": int(model.Version()),
+        "subgraphs": int(model.SubgraphsLength()),
+        "op_counts": dict(sorted(ops.items())),
+        "custom_ops": sorted(custom),
+        "tensor_types": dict(tensor_types),
+        "weights": weights,
+        "hybrid_ops": dict(hybrid_ops),
+        "hybrid": bool(hybrid_ops),
+        "full_integer": float_activations == 0 and not hybrid_ops,
+    }
