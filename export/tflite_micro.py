@@ -31,12 +31,16 @@ def _interpreter(path: Path, arena_size: int | None) -> Any:
 
     from edgepipe.capture import captured_output
 
+    error: Exception | None = None
     with captured_output() as said:
         try:
-            return runtime.Interpreter.from_file(str(path), arena_size=arena_size)
+            interpreter = runtime.Interpreter.from_file(str(path), arena_size=arena_size)
         except Exception as e:  # TFLM says what it cannot run (hybrid models, missing operators) in its log
-            reason = _reason(said.text) or first_line(e)
-    raise UnsupportedModel(f"{path}: TFLite Micro cannot run this model: {reason}")
+            error = e
+    if error is None:
+        return interpreter
+    # The log is complete only after the capture ends; its first line says why.
+    raise UnsupportedModel(f"{path}: TFLite Micro cannot run this model: {_reason(said.text) or first_line(error)}")
 
 
 def _reason(log: str) -> str | None:
