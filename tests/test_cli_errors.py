@@ -139,7 +139,10 @@ BAD_RECIPES = {
     "unknown-nested-field": ("name: x\nbenchmark:\n  treads: 2\n", ["benchmark.treads: unknown field"]),
     "wrong-type": ("name: x\nbenchmark:\n  threads: two\n", ["benchmark.threads:", "'two'"]),
     "unknown-target-format": ("name: x\ntargets: [{format: foo}]\n", ["targets.0.format:", "'foo'"]),
-    "format-without-exporter": ("name: x\ntargets: [{format: gguf}]\n", ["targets.0.format:", "gguf", "no exporter yet"]),
+    "format-without-exporter": (
+        "name: x\ntargets: [{format: gguf}]\n",
+        ["targets.0.format:", "gguf", "no exporter yet"],
+    ),
     "unknown-model-family": (
         "name: x\nsource: {kind: train, family: resnet9000}\n",
         ["source.family:", "'resnet9000'"],
