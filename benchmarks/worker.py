@@ -4,7 +4,8 @@ A job is one model file on one runtime and device at one or more points::
 
     {"path", "runtime", "device", "warmup", "runs", "max_seconds", "seed", "options", "artifact",
      "points": [{"threads", "batch_size", "sequence_length", "feeds": "timing.npz" | null}, ...],
-     "eval": {"task": kind, "data": "eval.npz", "reference": "reference.npz" | null} | null}
+     "eval": {"task": kind, "data": "eval.npz", "reference": "reference.npz" | null} | null,
+     "generation": {"prompt": [token ids], "new_tokens", "runs"} | null}
 
 The rows are written to ROWS.json, not stdout, which native libraries may write to at any time;
 errors become rows with ``status`` "unavailable" or "failed" and a one-line ``error``.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +60,7 @@ def failed_rows(job: dict[str, Any], status: Literal["failed", "unavailable"], e
 
 
 def run_job(job: dict[str, Any]) -> list[ResultRow]:
+    from edgepipe.benchmarks.generation import GenerationPoint
     from edgepipe.benchmarks.harness import benchmark
 
     try:
@@ -73,6 +76,7 @@ def run_job(job: dict[str, Any]) -> list[ResultRow]:
             evaluation=_evaluation(job.get("eval")),
             artifact=ArtifactRef.model_validate(job["artifact"]) if job.get("artifact") else None,
             seed=job.get("seed", 0),
+            generation=GenerationPoint(**job["generation"]) if job.get("generation") else None,
         )
     except UnavailableError as e:
         return failed_rows(job, "unavailable", str(e))
@@ -103,7 +107,21 @@ def run_in_subprocess(job: dict[str, Any], timeout_s: float) -> list[ResultRow]:
             return [ResultRow.model_validate(r) for r in json.loads(rows_path.read_text())]
         except (OSError, ValueError):
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            return failed_rows(job, "failed", f"benchmark process exited with code {proc.returncode}: {tail}")
+            return failed_rows(job, "failed", f"benchmark process {_exit_reason(proc.returncode)}: {tail}")
+
+
+def _exit_reason(returncode: int) -> str:
+    """'exited with code 3', or the signal that killed it, with what SIGILL means for a native runtime."""
+    if returncode >= 0:
+        return f"exited with code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return f"was killed by signal {-returncode}"
+    if name == "SIGILL":
+        # Seen here: llama.cpp built natively enables AMX, which these VMs advertise but do not run.
+        return "was killed by SIGILL (the runtime was built for CPU instructions this machine does not run)"
+    return f"was killed by {name}"
 
 
 def main() -> int:
