@@ -13,6 +13,7 @@ import gc
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ from typing import Any
 import numpy as np
 
 from edgepipe.artifact import Manifest, read_manifest, resolve_model_path
+from edgepipe.benchmarks.generation import GenerationPoint, generation_stats, prompt_for, text_evaluation
 from edgepipe.benchmarks.inputs import synthetic_feeds
 from edgepipe.benchmarks.stats import latency_stats
 from edgepipe.errors import InputError, first_line
 from edgepipe.files import content_sha256, sha256_file
 from edgepipe.formats import MANIFEST_NAME, detect_format
-from edgepipe.results import ArtifactRef, LatencyStats, ResultRow
+from edgepipe.results import ArtifactRef, GenerationStats, LatencyStats, ResultRow
 from edgepipe.runtimes import Session, default_runtime, get_runtime, runtime_class
 from edgepipe.tasks import EvalSet, Task
 from edgepipe.tensors import Feeds, TensorSpec, with_ranges
@@ -84,6 +86,7 @@ def describe_file(path: Path, format: str) -> ArtifactRef:
             size_bytes=manifest.size_bytes,
             sha256=manifest.sha256,
             parent_sha256=manifest.lineage.parent_sha256,
+            parameters=manifest.model.get("parameters"),
         )
     files = [path, *side_files(path)]
     sha = content_sha256([(f.name, sha256_file(f)) for f in files])
@@ -185,6 +188,19 @@ def evaluate(session: Session, evaluation: Evaluation) -> tuple[Any, Any, Any, i
     return metrics, parity, breakdown, nonfinite
 
 
+def _generation(session: Session, point: GenerationPoint, seed: int) -> GenerationStats | None:
+    """Tokens/s of a language model, or None (with the reason in the session's info) when it cannot
+    generate: not a language model, or an artifact of fixed sequence lengths (TFLite signatures)."""
+    found = prompt_for(session, point, seed)
+    if found is None:
+        return None
+    try:
+        return generation_stats(session, found[0], found[1], point.runs)
+    except Exception as e:  # the runtime's own reason, e.g. a length it has no signature for
+        session.info["generation"] = f"not measured: {first_line(e)}"
+        return None
+
+
 def _load(path: Path, runtime: str, device: str, threads: int | None, options: dict[str, Any] | None) -> Any:
     t0 = time.perf_counter()
     session = get_runtime(runtime).load(path, device=device, threads=threads, options=options)
@@ -201,12 +217,15 @@ def benchmark(
     runs: int = 300,
     max_seconds: float = 30.0,
     options: dict[str, Any] | None = None,
-    evaluation: Evaluation | None = None,
+    evaluation: Evaluation | Callable[[Session], Evaluation] | None = None,
     artifact: ArtifactRef | None = None,
     seed: int = 0,
+    generation: GenerationPoint | None = None,
 ) -> list[ResultRow]:
     """Benchmark a model file at every point and return one row per point. Raises EdgepipeError on bad
-    input; quality is scored once (on the first point's session) and shared by the rows."""
+    input; quality is scored once (on the first point's session) and shared by the rows. ``evaluation``
+    may be made from the loaded session (a text scored with the model's own tokenizer). With
+    ``generation``, a language model's tokens/s are measured once per thread count (first row of each)."""
     path = resolve_model_path(path)
     fmt = detect_format(path)
     rt = get_runtime(runtime)
@@ -220,6 +239,8 @@ def benchmark(
         raise InputError(f"{path}: sequence length {too_long[0]} is longer than the model's maximum {limit}")
     rows: list[ResultRow] = []
     sessions: dict[int | None, tuple[Any, float]] = {}
+    generated: set[int | None] = set()
+    task: str | None = None
     known: list[TensorSpec] | None = None
     quality: tuple[Any, Any, Any, int | None] = ({}, None, {}, None)
     try:
@@ -247,12 +268,20 @@ def benchmark(
             samples = time_runs(session, feeds, warmup, runs, max_seconds)
             peak_rss_mb = _peak_rss_mb()  # before evaluation, which runs larger batches
             if evaluation is not None and not rows:
-                quality = evaluate(session, evaluation)
+                scored = evaluation if isinstance(evaluation, Evaluation) else evaluation(session)
+                task = scored.task.kind
+                quality = evaluate(session, scored)
+            speed = None
+            if generation is not None and point.threads not in generated:
+                generated.add(point.threads)
+                speed = _generation(session, generation, seed)
             stats = LatencyStats.model_validate(latency_stats(samples))
             batch = len(next(iter(feeds[0].values()))) if feeds[0] else point.batch_size
             rows.append(
                 ResultRow(
-                    artifact=ref,
+                    artifact=ref
+                    if ref.parameters
+                    else ref.model_copy(update={"parameters": session.info.get("parameters")}),
                     runtime=runtime,
                     runtime_version=rt.version(),
                     device=device,
@@ -260,7 +289,7 @@ def benchmark(
                     batch_size=batch,
                     sequence_length=point.sequence_length,
                     status="ok",
-                    task=evaluation.task.kind if evaluation else None,
+                    task=task,
                     inputs=[s.model_dump(exclude_none=True) for s in inputs],
                     input_source=source,
                     load_ms=load_ms,
@@ -272,6 +301,7 @@ def benchmark(
                     parity=quality[1],
                     breakdown=quality[2],
                     nonfinite_outputs=quality[3],
+                    generation=speed,
                     session=session.info,
                 )
             )
@@ -294,9 +324,13 @@ def benchmark_model(
     max_seconds: float = 30.0,
     options: dict[str, Any] | None = None,
     seed: int = 0,
+    text: str | None = None,
+    generation: GenerationPoint | None = None,
 ) -> ResultRow:
     """Benchmark any model file (or edgepipe artifact folder) on synthetic inputs: one results row.
-    ``runtime`` defaults to the format's usual one.
+    ``runtime`` defaults to the format's usual one. A language model that carries its tokenizer (GGUF)
+    also gets tokens/s (``generation``, by default 32 tokens after a 64-token prompt, 5 runs) and, given a
+    ``text``, its perplexity on it.
 
     >>> row = benchmark_model("model.onnx", threads=2, runs=200)      # doctest: +SKIP
     >>> row.latency_ms.median, row.latency_ms.ci95                      # doctest: +SKIP
@@ -318,6 +352,8 @@ def benchmark_model(
         max_seconds=max_seconds,
         options=options,
         seed=seed,
+        evaluation=None if text is None else lambda session: text_evaluation(session, text),
+        generation=generation or GenerationPoint(),
     )
     row.name = row.artifact.name or resolved.stem
     return row

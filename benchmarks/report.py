@@ -64,10 +64,9 @@ def add_comparisons(rows: list[ResultRow], task: type[Task] | None = None) -> li
             verdict = f"SLOWER, x{cmp['ratio']:.2f}"
         where = f" at {_point(row)}" if _point(row) else ""
         notes.append(f"{row.label} vs {base.label}{where}: {verdict} ({medians}); size x{row.vs_fp32.size_ratio:.2f}.")
-    for row in rows:
-        if row.status != "ok":
-            notes.append(f"{row.label}: {row.status}: {row.error}")
-    return notes
+    # One note per failure: an artifact that failed at every length failed once, for one reason.
+    failures = [f"{row.label}: {row.status}: {row.error}" for row in rows if row.status != "ok"]
+    return notes + list(dict.fromkeys(failures))
 
 
 def _point(row: ResultRow) -> str:
@@ -113,18 +112,85 @@ def columns(rows: list[ResultRow], task: type[Task] | None) -> list[tuple[str, A
         cols.append(("batch", lambda r: str(r.batch_size or "")))
     if any(r.sequence_length is not None for r in rows):
         cols.append(("seq", lambda r: str(r.sequence_length or "")))
+    cols.append(("size", lambda r: _mb(r.artifact.size_bytes)))
+    if any(r.artifact.bits_per_weight for r in rows):
+        cols.append(("bits/w", lambda r: _f(r.artifact.bits_per_weight, ".2f")))
+    if any(r.session.get("tensor_types") for r in rows):
+        cols.append(("weight types", lambda r: tensor_types(r.session.get("tensor_types") or {})))
     cols += [
-        ("size", lambda r: _mb(r.artifact.size_bytes)),
         *(measure(m, "metrics") for m in metrics),
         ("median ms", lat("median")),
         ("p90 ms", lat("p90")),
         ("p99 ms", lat("p99")),
         ("n", lambda r: str(r.latency_ms.n) if r.latency_ms else ""),
         ("speed-up vs fp32", speed),
+    ]
+    if any(r.generation for r in rows):
+        cols += [
+            ("prompt tok/s", lambda r: _f(r.generation.prompt_tokens_per_s if r.generation else None, ".0f")),
+            ("gen tok/s", lambda r: _f(r.generation.generation_tokens_per_s if r.generation else None, ".0f")),
+            ("decode", lambda r: r.generation.method if r.generation else ""),
+        ]
+    cols += [
         *(measure(m, "parity") for m in parity),
         ("status", lambda r: "gate failed" if r.gates and not r.gates.passed else r.status),
     ]
     return cols
+
+
+def tensor_types(types: dict[str, int]) -> str:
+    """``{"Q4_K": 9, "F32": 5}`` -> ``Q4_K 9, F32 5``, most tensors first."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(types.items(), key=lambda kv: -kv[1]))
+
+
+def recommend(rows: list[ResultRow], task: type[Task] | None, budget_mb: float) -> tuple[dict[str, Any], str]:
+    """Of the artifacts whose file fits in ``budget_mb``, the one closest to the reference by the task's
+    first parity measure (KLD for a language model), with its measured speed; and a note saying so."""
+    if task is None or not task.parity_measures:
+        return {"budget_mb": budget_mb, "artifact": None}, "no recommendation: this task has no parity measure"
+    m = task.parity_measures[0]
+    fits = [
+        r
+        for r in rows
+        if r.status == "ok"
+        and r.parity
+        and m.name in r.parity
+        and math.isfinite(r.parity[m.name])
+        and (r.artifact.size_bytes or 0) <= budget_mb * 1e6
+        and r.artifact.precision is not None
+        and r.artifact.format != "torch"
+    ]
+    if not fits:
+        return (
+            {"budget_mb": budget_mb, "artifact": None},
+            f"Memory budget {budget_mb:g} MB: no measured artifact fits.",
+        )
+    best = sorted(fits, key=lambda r: (-1 if m.higher_is_better else 1) * r.parity[m.name])[0]  # type: ignore[index]
+    # The fastest measurement of that artifact on that runtime (its rows differ by threads and length).
+    same = [r for r in fits if r.label == best.label]
+    speed = max((r.generation.generation_tokens_per_s for r in same if r.generation), default=None)
+    value = best.parity[m.name]  # type: ignore[index]
+    if speed:
+        said = f"{speed:.0f} generated tok/s"
+    else:
+        said = f"median {best.latency_ms.median:.3f} ms" if best.latency_ms else "no latency measured"
+    pick = {
+        "budget_mb": budget_mb,
+        "artifact": best.name or best.artifact.name,
+        "format": best.artifact.format,
+        "precision": best.artifact.precision,
+        "runtime": best.runtime,
+        "size_bytes": best.artifact.size_bytes,
+        m.name: value,
+        "generation_tokens_per_s": speed,
+        "peak_rss_mb": best.peak_rss_mb,
+    }
+    note = (
+        f"Memory budget {budget_mb:g} MB: {best.label} ({_mb(best.artifact.size_bytes)} file) has the "
+        f"{'highest' if m.higher_is_better else 'lowest'} {m.label} that fits ({format(value, m.fmt)}), {said}; "
+        f"its process peaked at {best.peak_rss_mb:.0f} MB resident (runtime included)."
+    )
+    return pick, note
 
 
 def render_table(rows: list[ResultRow], task: type[Task] | None = None, markdown: bool = False) -> str:

@@ -18,10 +18,10 @@ from edgepipe.environment import code_fingerprint, package_versions
 from edgepipe.errors import EdgepipeError, UnavailableError, UnsupportedModel, first_line, root_cause
 from edgepipe.recipe import Recipe
 from edgepipe.stage import SOURCES, STAGES, StageContext, StageKind
-from edgepipe.store import ArtifactStore, Parents
+from edgepipe.store import ArtifactStore, Parents, StageOutput
 
 # Distributions whose import name is not their name with "-" as "_".
-_MODULE_OF = {"scikit-learn": "sklearn"}
+_MODULE_OF = {"scikit-learn": "sklearn", "llama-cpp-python": "llama_cpp"}
 
 
 def _missing(distributions: tuple[str, ...]) -> str | None:
@@ -47,6 +47,13 @@ def check_tools(recipe: Recipe) -> None:
             raise UnavailableError(
                 f"{what} needs the package '{missing}', which is not installed (pip install 'edgepipe[all]')"
             )
+
+
+def _counted(output: StageOutput, source: Artifact) -> StageOutput:
+    """An export's manifest keeps the source model's parameter count (bits per weight of every format)."""
+    if "parameters" in source.manifest.model:
+        output.model.setdefault("parameters", source.manifest.model["parameters"])
+    return output
 
 
 def run_stage(store: ArtifactStore, ctx: StageContext, label: str, force: bool, **kwargs: Any) -> Artifact:
@@ -178,7 +185,7 @@ def build_targets(recipe: Recipe, ctx: StageContext, model: Artifact, store: Art
             config=config,
             parents={"model": model},
             tools={**package_versions(("edgepipe", *entry.export_tools)), "code": code},
-            build=lambda out, m=module, t=target: m.export({"model": model}, t, out, ctx),
+            build=lambda out, m=module, t=target: _counted(m.export({"model": model}, t, out, ctx), model),
         )
         if fp32 is None:
             continue

@@ -55,18 +55,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Runtime options from the flags that belong to one runtime, refused for any other."""
+    from edgepipe.artifact import resolve_model_path
+    from edgepipe.formats import detect_format
+    from edgepipe.runtimes import default_runtime
+
+    flags = {"--no-xnnpack": ("litert", "xnnpack", False if args.no_xnnpack else None)}
+    flags["--n-gpu-layers"] = ("llama.cpp", "n_gpu_layers", args.n_gpu_layers)
+    options = {}
+    for flag, (runtime, key, value) in flags.items():
+        if value is None:
+            continue
+        if (args.runtime or default_runtime(detect_format(resolve_model_path(args.model)))) != runtime:
+            raise InputError(f"{flag}: only the {runtime} runtime takes it")
+        options[key] = value
+    return options or None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    from edgepipe.benchmarks.generation import read_text
     from edgepipe.benchmarks.harness import benchmark_model
-    from edgepipe.benchmarks.report import render_table
+    from edgepipe.benchmarks.report import render_table, tensor_types
     from edgepipe.environment import describe_environment
 
-    if args.no_xnnpack:
-        from edgepipe.artifact import resolve_model_path
-        from edgepipe.formats import detect_format
-        from edgepipe.runtimes import default_runtime
-
-        if (args.runtime or default_runtime(detect_format(resolve_model_path(args.model)))) != "litert":
-            raise InputError("--no-xnnpack: only the litert runtime runs XNNPACK")
+    options = _bench_options(args)
     row = benchmark_model(
         args.model,
         args.runtime,
@@ -77,20 +90,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         runs=args.runs,
         max_seconds=args.max_seconds,
-        options={"xnnpack": False} if args.no_xnnpack else None,
+        options=options,
+        text=None if args.text is None else read_text(args.text),
     )
     environment = describe_environment()
     if args.json:
         print(json.dumps({**row.to_dict(), "environment": environment}, indent=2))
-    else:
-        lat = row.latency_ms
-        assert lat is not None  # benchmark_model raises rather than return a row without timings
-        ci = f"95% CI of median [{lat.ci95[0]:.3f}, {lat.ci95[1]:.3f}] ms" if lat.ci95 else "too few runs for a 95% CI"
-        print(render_table([row]))
+        return 0
+    lat = row.latency_ms
+    assert lat is not None  # benchmark_model raises rather than return a row without timings
+    ci = f"95% CI of median [{lat.ci95[0]:.3f}, {lat.ci95[1]:.3f}] ms" if lat.ci95 else "too few runs for a 95% CI"
+    print(render_table([row]))
+    print(
+        f"\nload {row.load_ms:.1f} ms, first run {row.first_run_ms:.2f} ms, mean {lat.mean:.3f} ms, "
+        f"{ci}, peak RSS {row.peak_rss_mb:.0f} MB; inputs: {row.input_source}; CPU: {environment['cpu']['model']}"
+    )
+    info = row.session
+    if info.get("architecture"):
+        bpw = row.artifact.bits_per_weight
         print(
-            f"\nload {row.load_ms:.1f} ms, first run {row.first_run_ms:.2f} ms, mean {lat.mean:.3f} ms, "
-            f"{ci}, peak RSS {row.peak_rss_mb:.0f} MB; inputs: {row.input_source}; CPU: {environment['cpu']['model']}"
+            f"{info['architecture']}, {row.artifact.parameters or 0:,} parameters, {bpw or 0:.2f} bits/weight; "
+            f"tensor types: {tensor_types(info.get('tensor_types') or {})}"
         )
+    if g := row.generation:
+        print(
+            f"prompt {g.prompt_tokens} tokens: {g.prompt_tokens_per_s:.0f} tok/s (median of {g.prompt_ms.n}); "
+            f"generation ({g.method}): {g.generation_tokens_per_s:.1f} tok/s, median {g.token_ms.median:.3f} ms/token, "
+            f"p90 {g.token_ms.p90:.3f} ms (n={g.token_ms.n} tokens)"
+        )
+    if not_measured := info.get("generation"):
+        print(f"generation: {not_measured}")
+    if "perplexity" in row.metrics:
+        print(f"perplexity {row.metrics['perplexity']:.3f} on {args.text} ({', '.join(row.breakdown)})")
     return 0
 
 
@@ -137,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run every stage even if a cached artifact exists")
     run.set_defaults(func=cmd_run)
 
-    bench = sub.add_parser("bench", help="benchmark a model file (.onnx, .xml, .tflite) or artifact folder")
+    bench = sub.add_parser("bench", help="benchmark a model file (.onnx, .xml, .tflite, .gguf) or artifact folder")
     bench.add_argument("model", help="model file or edgepipe artifact folder")
     bench.add_argument("--runtime", help="runtime name (default: the format's usual runtime)")
     bench.add_argument("--device", default="cpu", help="device: cpu, cuda, gpu, ... (default: cpu)")
@@ -148,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=_positive_int, default=300, help="timed runs (default: 300)")
     bench.add_argument("--max-seconds", type=_positive_seconds, default=30.0, help="stop timing after this long")
     bench.add_argument("--no-xnnpack", action="store_true", help="litert: the built-in kernels, without XNNPACK")
+    bench.add_argument("--text", help="a UTF-8 text file: the perplexity of a language model (GGUF) on it")
+    bench.add_argument(
+        "--n-gpu-layers", type=_non_negative_int, help="llama.cpp: layers offloaded to the GPU (default: 0 on cpu)"
+    )
     bench.add_argument("--json", action="store_true", help="print the results row as JSON")
     bench.set_defaults(func=cmd_bench)
 

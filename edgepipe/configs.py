@@ -60,8 +60,11 @@ class QuantizeConfig(Section):
     """Base of every post-training quantizer's config. Subclasses name the tool's own options."""
 
     method: str
-    # What the variant's artifacts are called: "int8", "int4", "fp16", ...
-    precision: ClassVar[str] = "int8"
+
+    @property
+    def precision(self) -> str:
+        """What the variant's artifacts are called: "int8", "int4", "fp16", "q4_k_m", ..."""
+        return "int8"
 
     def variant_name(self, fmt: str) -> str:
         """Readable and distinct per entry, e.g. ``onnx-int8-static`` or ``openvino-int8-static-mixed``."""
@@ -82,6 +85,8 @@ class TargetConfig(Section):
 
     quantizers: ClassVar[dict[str, type[QuantizeConfig]]] = {}  # method -> config class
     default_method: ClassVar[str | None] = None
+    # The task kinds whose models the format holds (None: any), checked when a recipe is validated.
+    tasks: ClassVar[tuple[str, ...] | None] = None
 
     def post_stages(self) -> list[str]:
         """Steps that follow each of this target's artifacts (the format module's ``post_stage`` makes them),

@@ -58,3 +58,39 @@ ONNX_ELEMENT_TYPES: dict[int, tuple[str, str]] = {
     16: ("tensor(bfloat16)", "bfloat16"),
 }
 ORT_TYPE_TO_DTYPE = {ort: dtype for ort, dtype in ONNX_ELEMENT_TYPES.values()}
+
+
+# GGUF: llama.cpp's quantization types a recipe may ask for (llama.h's LLAMA_FTYPE_MOSTLY_<name>).
+GGUF_QUANT_TYPES = (
+    "F16",
+    "BF16",
+    "Q8_0",
+    "Q6_K",
+    "Q5_K_M",
+    "Q5_K_S",
+    "Q5_1",
+    "Q5_0",
+    "Q4_K_M",
+    "Q4_K_S",
+    "Q4_1",
+    "Q4_0",
+    "Q3_K_L",
+    "Q3_K_M",
+    "Q3_K_S",
+    "Q2_K",
+)
+# The llama family's tensors under llama.cpp's names for the "llama" architecture ({i}: block index).
+GGUF_LLAMA_TENSORS = {
+    "tok_embeddings.weight": "token_embd.weight",
+    "layers.{i}.attention_norm.weight": "blk.{i}.attn_norm.weight",
+    "layers.{i}.attention.wq.weight": "blk.{i}.attn_q.weight",
+    "layers.{i}.attention.wk.weight": "blk.{i}.attn_k.weight",
+    "layers.{i}.attention.wv.weight": "blk.{i}.attn_v.weight",
+    "layers.{i}.attention.wo.weight": "blk.{i}.attn_output.weight",
+    "layers.{i}.ffn_norm.weight": "blk.{i}.ffn_norm.weight",
+    "layers.{i}.feed_forward.w_gate.weight": "blk.{i}.ffn_gate.weight",
+    "layers.{i}.feed_forward.w_up.weight": "blk.{i}.ffn_up.weight",
+    "layers.{i}.feed_forward.w_down.weight": "blk.{i}.ffn_down.weight",
+    "norm.weight": "output_norm.weight",
+    "output.weight": "output.weight",  # absent when tied to the embedding (GGUF's convention too)
+}

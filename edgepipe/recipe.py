@@ -45,6 +45,14 @@ def _as_list(v: Any) -> Any:
     return [v] if isinstance(v, int) and not isinstance(v, bool) else v
 
 
+class GenerationConfig(Section):
+    """Language models: tokens/s of the prompt (held-out text) and of greedy generation at batch 1."""
+
+    prompt_tokens: int = Field(64, ge=1, description="tokens of held-out text in the prompt")
+    new_tokens: int = Field(32, ge=1, description="tokens generated after it, one at a time")
+    runs: int = Field(5, ge=1, description="timed generations (after one untimed)")
+
+
 class BenchmarkConfig(Section):
     """What to measure. ``threads``, ``batch_size`` and ``sequence_lengths`` may be lists: every
     combination is a benchmark point and a row of its own."""
@@ -60,6 +68,10 @@ class BenchmarkConfig(Section):
     # Extra runtimes per format beyond the format's default one, e.g. {"onnx": ["onnxruntime", "openvino"]}.
     runtimes: dict[str, list[str]] = {}
     timeout_s: float = Field(600, gt=0, description="per artifact benchmark process")
+    generation: GenerationConfig = GenerationConfig()
+    memory_budget_mb: float | None = Field(
+        None, gt=0, description="recommend the best-scoring artifact whose file fits in this many MB"
+    )
 
     _lists = field_validator("threads", "batch_size", "sequence_lengths", mode="before")(_as_list)
 
@@ -175,7 +187,7 @@ class Recipe(Section):
             try:
                 if isinstance(entry, dict) and entry.get("format") in FORMATS and entry["format"] not in BACKENDS:
                     raise ValueError(
-                        f"format: '{entry['format']}' has no exporter yet (exportable: {', '.join(BACKENDS)})"
+                        f"format: '{entry['format']}' is not an export target (targets: {', '.join(BACKENDS)})"
                     )
                 fmt = pick_registered(entry, "format", BACKENDS, "format")
             except ValueError as e:
@@ -206,6 +218,10 @@ class Recipe(Section):
         if self.source.tasks is not None and self.task.kind not in self.source.tasks:
             serves = ", ".join(self.source.tasks)
             raise ValueError(f"source.kind: a {self.source.kind} model serves {serves} tasks, not {self.task.kind}")
+        for i, target in enumerate(self.targets):
+            if target.tasks is not None and self.task.kind not in target.tasks:
+                serves = ", ".join(target.tasks)
+                raise ValueError(f"targets.{i}.format: {target.format} holds {serves} models, not {self.task.kind}")
         if self.benchmark.sequence_lengths and not hasattr(self.task, "sequence_lengths"):
             raise ValueError(f"benchmark.sequence_lengths: the {self.task.kind} task has no sequences")
         if not task_class(self.task.kind).trainable:

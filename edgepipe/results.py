@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict
 
 # 2: ``task`` block; rows gain task, sequence_length, breakdown and nonfinite_outputs; ci95 is null when
 # there are too few runs for a 95% interval; status "unsupported" rows have no file.
-RESULTS_SCHEMA_VERSION = 2
+# 3: rows of language models gain ``generation`` (prompt and generation tokens/s); artifacts gain
+# ``parameters`` (for bits per weight); ``recommendation`` at the top level (memory budget).
+RESULTS_SCHEMA_VERSION = 3
 
 
 class _Strict(BaseModel):
@@ -27,6 +29,12 @@ class ArtifactRef(_Strict):
     size_bytes: int | None
     sha256: str | None
     parent_sha256: str | None = None
+    parameters: int | None = None  # weights of the model it holds (from the source model)
+
+    @property
+    def bits_per_weight(self) -> float | None:
+        """File bits per model weight, the same measure for every format (metadata and graph included)."""
+        return None if not (self.size_bytes and self.parameters) else 8 * self.size_bytes / self.parameters
 
 
 class LatencyStats(_Strict):
@@ -55,6 +63,20 @@ class Comparison(BaseModel):
     ratio: float
     significant: bool
     size_ratio: float
+
+
+class GenerationStats(_Strict):
+    """Speed of a causal language model at batch 1: the prompt in one call, then greedy decoding one token at
+    a time. ``method`` "kv-cache": the runtime keeps its own cache (llama.cpp); "recompute": the model has
+    no cache inputs, so each new token re-runs the whole sequence (what that artifact costs as shipped)."""
+
+    method: Literal["kv-cache", "recompute"]
+    prompt_tokens: int
+    new_tokens: int
+    prompt_ms: LatencyStats  # per prompt
+    token_ms: LatencyStats  # per generated token, one sample per token over all runs
+    prompt_tokens_per_s: float  # prompt_tokens / median prompt_ms
+    generation_tokens_per_s: float  # 1000 / median token_ms
 
 
 class GateResult(_Strict):
@@ -87,6 +109,7 @@ class ResultRow(_Strict):
     parity: dict[str, float] | None = None
     breakdown: dict[str, dict[str, float]] = {}  # metrics and parity per evaluation group (e.g. length)
     nonfinite_outputs: int | None = None  # NaN or Inf values in the evaluated outputs
+    generation: GenerationStats | None = None  # language models: tokens/s (first row of each thread count)
     vs_fp32: Comparison | None = None
     gates: GateResult | None = None
     session: dict[str, Any] = {}

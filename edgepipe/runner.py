@@ -79,8 +79,26 @@ def _points(recipe: Recipe, task: Task, pre: Any, data_dir: Path) -> list[dict[s
     return points
 
 
+def _generation(recipe: Recipe, task: Task, pre: Any) -> dict[str, Any] | None:
+    """A language model's generation benchmark: a held-out prompt, checked against the model's context."""
+    g = recipe.benchmark.generation
+    prompt = task.generation_prompt(pre, g.prompt_tokens)
+    if prompt is None:
+        return None
+    if pre.max_length is not None and g.prompt_tokens + g.new_tokens > pre.max_length:
+        raise InputError(
+            f"benchmark.generation: {g.prompt_tokens} prompt + {g.new_tokens} new tokens exceed "
+            f"the model's maximum length {pre.max_length}"
+        )
+    return {"prompt": prompt, "new_tokens": g.new_tokens, "runs": g.runs}
+
+
 def _jobs(
-    recipe: Recipe, artifacts: list[Artifact], points: list[dict[str, Any]], evaluation: dict[str, Any]
+    recipe: Recipe,
+    artifacts: list[Artifact],
+    points: list[dict[str, Any]],
+    evaluation: dict[str, Any],
+    generation: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
     from edgepipe.benchmarks.harness import describe_file
     from edgepipe.runtimes import default_runtime
@@ -103,6 +121,7 @@ def _jobs(
                         "max_seconds": b.max_seconds,
                         "seed": recipe.seed,
                         "eval": evaluation,
+                        "generation": generation,
                         "artifact": {**ref.model_dump(), "parent_sha256": m.lineage.parent_sha256},
                     }
                 )
@@ -137,7 +156,7 @@ def run_recipe(
     >>> result = run_recipe("recipes/quickstart.yaml", log=print)   # doctest: +SKIP
     >>> result.rows[0].latency_ms.median                             # doctest: +SKIP
     """
-    from edgepipe.benchmarks.report import add_comparisons, render_table, write_results
+    from edgepipe.benchmarks.report import add_comparisons, recommend, render_table, write_results
     from edgepipe.benchmarks.worker import run_in_subprocess
 
     log = log or silent
@@ -161,6 +180,7 @@ def run_recipe(
     pre = ctx.preprocessor(model)
     data = task.eval_set(pre)
     points = _points(recipe, task, pre, data_dir)
+    generation = _generation(recipe, task, pre)
     targets = build_targets(recipe, ctx, model, store, force)
 
     data_path = data.save(data_dir / f"eval-{data.sha256()[:12]}.npz")
@@ -169,7 +189,7 @@ def run_recipe(
 
     artifacts = ([model] if recipe.benchmark.reference else []) + targets.models
     rows: list[ResultRow] = [_unsupported_row(u, recipe) for u in targets.unsupported if u.format in FORMATS]
-    for job in _jobs(recipe, artifacts, points, evaluation):
+    for job in _jobs(recipe, artifacts, points, evaluation, generation):
         t0 = time.perf_counter()
         for row in run_in_subprocess(job, recipe.benchmark.timeout_s):
             row.name = job["artifact"]["name"]
@@ -187,6 +207,10 @@ def run_recipe(
     reference_metrics, _, _ = task.quality(reference, data, None)
     report = check_gates(rows, type(task), recipe.gates, reference_metrics)
     notes += [f"GATE FAILED: {f}" for f in report.failures]
+    recommendation = None
+    if recipe.benchmark.memory_budget_mb is not None:
+        recommendation, said = recommend(rows, type(task), recipe.benchmark.memory_budget_mb)
+        notes.append(said)
     unchecked = None
     if report.needed and not report.checked:
         unchecked = f"no artifact could be checked: none of the {report.needed} benchmark rows could run and be scored"
@@ -207,6 +231,7 @@ def run_recipe(
         },
         "environment": describe_environment(),
         "notes": notes,
+        "recommendation": recommendation,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     paths = write_results(results, rows, type(task), out)

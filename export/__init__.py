@@ -2,7 +2,7 @@
 format, listed in ``BACKENDS``.
 
 Quantization belongs to each format's own tool: onnxruntime's quantizer for ONNX, NNCF for OpenVINO,
-ai-edge-quantizer for TFLite (next: llama.cpp's quantizer for GGUF). A format module defines:
+ai-edge-quantizer for TFLite, llama.cpp's quantizer for GGUF. A format module defines:
 
 - ``Target``: a ``TargetConfig`` subclass with the format's export options and, in ``quantizers``,
   one config class per quantize ``method`` (each validated by its own fields);
@@ -62,6 +62,12 @@ BACKENDS: dict[str, FormatBackend] = {
             "edgepipe.runtimes.litert_runtime",
         ),
         post_tools=("tflite-micro", "ai-edge-litert"),
+    ),
+    "gguf": FormatBackend(
+        module="edgepipe.export.gguf",
+        export_tools=("torch", "gguf"),
+        quantize_tools=("llama-cpp-python", "gguf"),
+        code=(*_COMMON_CODE, "edgepipe.export.gguf", "edgepipe.export.gguf_inspect"),
     ),
 }
 

@@ -57,12 +57,36 @@ class NncfQuant(QuantizeConfig):
         return parts
 
 
+class NncfWeights(QuantizeConfig):
+    """``nncf.compress_weights``: weight-only compression of the matrix products (data-free), activations
+    stay float. INT4 is by groups of ``group_size`` along each row; ``ratio`` of the layers get INT4 and
+    the rest, with the embedding and last layer unless ``all_layers``, INT8 (NNCF's backup)."""
+
+    method: Literal["weights"] = "weights"
+    mode: Literal["int8_asym", "int8_sym", "int4_asym", "int4_sym"] = "int8_asym"
+    group_size: int = Field(128, ge=-1, description="int4: weights per scale along a row (-1: per channel)")
+    ratio: float = Field(1.0, gt=0, le=1, description="int4: share of the layers in INT4, the rest INT8")
+    all_layers: bool = Field(False, description="int4: the embedding and last layer in INT4 too")
+
+    @property
+    def precision(self) -> str:
+        return self.mode[:4]
+
+    def name_parts(self) -> list[str]:
+        parts = [] if self.mode.endswith("asym") else ["sym"]
+        if self.mode.startswith("int4"):
+            parts += [f"g{self.group_size}"] if self.group_size != 128 else []
+            parts += [f"r{self.ratio:g}"] if self.ratio != 1 else []
+            parts += ["all"] if self.all_layers else []
+        return parts
+
+
 class Target(TargetConfig):
     """OpenVINO IR export: converted from torch by OpenVINO itself, weights kept in FP32."""
 
     format: Literal["openvino"] = "openvino"
 
-    quantizers: ClassVar[dict[str, type[QuantizeConfig]]] = {"static": NncfQuant}
+    quantizers: ClassVar[dict[str, type[QuantizeConfig]]] = {"static": NncfQuant, "weights": NncfWeights}
     default_method: ClassVar[str | None] = "static"
 
 
@@ -205,18 +229,38 @@ def _quantize(nncf: Any, parent: Any, items: list[Any], config: NncfQuant) -> An
     )
 
 
-def quantize(parents: Parents, config: NncfQuant, out_dir: Path, ctx: StageContext) -> StageOutput:
-    """OpenVINO IR FP32 -> INT8 with NNCF post-training quantization (static, per-channel weights)."""
+def _compress(nncf: Any, parent: Any, config: NncfWeights) -> Any:
+    """``nncf.compress_weights`` with the config's options (group size and ratio are INT4's only)."""
+    from edgepipe.runtimes.openvino_runtime import read_model
+
+    mode = nncf.CompressWeightsMode[config.mode.upper()]
+    int4 = config.mode.startswith("int4")
+    with converting("nncf.compress_weights"):
+        return nncf.compress_weights(
+            read_model(parent.model_file),
+            mode=mode,
+            group_size=config.group_size if int4 else None,
+            ratio=config.ratio if int4 else None,
+            all_layers=config.all_layers if int4 else None,
+        )
+
+
+def quantize(parents: Parents, config: NncfQuant | NncfWeights, out_dir: Path, ctx: StageContext) -> StageOutput:
+    """OpenVINO IR FP32 -> INT8 with NNCF post-training quantization (static, per-channel weights), or
+    weight-only INT8 / INT4 with NNCF's weight compression."""
     import nncf
 
     from edgepipe.runtimes.openvino_runtime import read_model
 
     nncf.set_log_level(logging.ERROR)
     parent = parents["model"]
-    items = ctx.calibration_feeds(parent, batch_size=1, limit=config.subset_size)
+    items = [] if isinstance(config, NncfWeights) else ctx.calibration_feeds(parent, 1, config.subset_size)
     # NNCF draws progress bars on stdout; the run's own log says what is happening.
     with contextlib.redirect_stdout(io.StringIO()):
-        quantized = _quantize(nncf, parent, items, config)
+        if isinstance(config, NncfWeights):
+            quantized = _compress(nncf, parent, config)
+        else:
+            quantized = _quantize(nncf, parent, items, config)
     inputs, outputs = _save(quantized, out_dir)
     return StageOutput(
         format="openvino",
@@ -226,10 +270,10 @@ def quantize(parents: Parents, config: NncfQuant, out_dir: Path, ctx: StageConte
         outputs=outputs,
         model=parent.manifest.model,
         quantization={
-            "tool": "nncf.quantize",
+            "tool": "nncf.compress_weights" if isinstance(config, NncfWeights) else "nncf.quantize",
             "requested": config.model_dump(mode="json"),
             "precision": config.precision,
-            "calibration": {"split": "calibration", "samples": len(items)},
+            "calibration": {"split": "calibration", "samples": len(items)} if items else None,
             **quantization_summary(read_model(out_dir / MODEL_FILE)),
         },
     )

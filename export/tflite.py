@@ -94,7 +94,10 @@ class AeqFloat16(QuantizeConfig):
     """ai-edge-quantizer's float casting: float16 weights (half the file), computed in float32."""
 
     method: Literal["fp16"] = "fp16"
-    precision: ClassVar[str] = "fp16"
+
+    @property
+    def precision(self) -> str:
+        return "fp16"
 
     def configure(self, q: Any) -> None:
         from ai_edge_quantizer import qtyping

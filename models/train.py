@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from edgepipe.stage import StageContext
     from edgepipe.tasks import Preprocessor, Task
 
+# A progress line at most this often while training (an epoch of a language model takes minutes).
+PROGRESS_EVERY_S = 30.0
+
 
 class Optimization(Section):
     """How to train: AdamW with a one-cycle learning-rate schedule, on the task's training split."""
@@ -98,6 +101,7 @@ def train(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate, total_steps=steps)
     history: list[float] = []
     start, step = time.perf_counter(), 0
+    reported = start
     for epoch in range(config.epochs):
         model.train()
         total, count = 0.0, 0
@@ -113,6 +117,13 @@ def train(
             step += 1
             total += loss.item() * len(target)
             count += len(target)
+            if (now := time.perf_counter()) - reported >= PROGRESS_EVERY_S:  # a long epoch shows it is moving
+                reported, took = now, now - start
+                left = took / step * (steps - step)
+                ctx.log(
+                    f"[{label}] epoch {epoch + 1}/{config.epochs}, step {step}/{steps}: loss {total / count:.4f} "
+                    f"({took:.0f} s, about {left / 60:.1f} min left)"
+                )
         history.append(round(total / max(count, 1), 5))
         took = time.perf_counter() - start
         ctx.log(f"[{label}] epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f} ({took:.0f} s, {step} steps)")

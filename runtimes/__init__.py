@@ -11,12 +11,13 @@ from edgepipe.errors import InputError
 from edgepipe.formats import FORMATS
 from edgepipe.runtimes.base import Generation, LanguageModelSession, LoadedModel, Runtime, Session
 
-# name -> "module:class". Planned: "llama.cpp" (gguf).
+# name -> "module:class".
 RUNTIMES: dict[str, str] = {
     "torch": "edgepipe.runtimes.torch_runtime:TorchRuntime",
     "onnxruntime": "edgepipe.runtimes.onnxruntime_runtime:OnnxRuntime",
     "openvino": "edgepipe.runtimes.openvino_runtime:OpenVINORuntime",
     "litert": "edgepipe.runtimes.litert_runtime:LiteRTRuntime",
+    "llama.cpp": "edgepipe.runtimes.llamacpp_runtime:LlamaCppRuntime",
 }
 
 

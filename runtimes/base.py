@@ -1,5 +1,6 @@
 """The runtime protocol: every backend loads a model file into a Session that maps named numpy
-inputs to numpy outputs. Language-model runtimes add ``logits`` and ``generate``.
+inputs to numpy outputs. Language-model runtimes with their own state (llama.cpp) add ``tokenize`` and a
+``generate`` that uses their KV cache.
 """
 
 from __future__ import annotations
@@ -62,39 +63,40 @@ class Session(LoadedModel):
 
 @dataclass
 class Generation:
-    """What a language-model runtime returns from ``generate``: tokens plus timings."""
+    """Greedy decoding's result: the new tokens, the prompt's time and each new token's time."""
 
     tokens: list[int]
     prompt_tokens: int
     prompt_ms: float
-    generate_ms: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    token_ms: list[float] = field(default_factory=list)
 
     @property
     def tokens_per_second(self) -> float:
-        return len(self.tokens) / (self.generate_ms / 1000) if self.generate_ms > 0 else float("nan")
+        total = sum(self.token_ms)
+        return len(self.token_ms) / (total / 1000) if total > 0 else float("nan")
 
 
-class LanguageModelSession(LoadedModel):
-    """A causal language model (llama.cpp, torch, onnxruntime with a KV cache): tokens in, logits or
-    generated tokens out. The benchmark harness measures these with perplexity, KLD and tokens/s
-    instead of ``run``; its tokenizer comes with the artifact (the runtime reads it beside the file)."""
+class LanguageModelSession(Session):
+    """A causal language model that keeps its own state between tokens (llama.cpp's KV cache) and its own
+    tokenizer. ``run`` maps ``input_ids`` (batch, sequence) to logits (batch, sequence, vocab) like any
+    session, so the harness scores it with the same windows and reference as every other format; it adds
+    ``tokenize`` and a ``generate`` that decodes token by token with its cache. (Other runtimes generate
+    by re-running the whole sequence: the harness does that for them and says so.)"""
 
     vocab_size: int
     context_length: int
 
     @abstractmethod
     def tokenize(self, text: str) -> list[int]:
-        """Token ids of ``text`` with the model's own tokenizer."""
+        """Token ids of ``text`` with the model's own tokenizer (no special tokens added)."""
 
     @abstractmethod
-    def logits(self, tokens: list[int], top_k: int | None = None) -> np.ndarray:
-        """Logits for every position of ``tokens`` (at most ``context_length``): (len, vocab_size) float32,
-        or with ``top_k`` only the k largest per position, as (len, k) values (KLD on large vocabularies)."""
+    def detokenize(self, tokens: list[int]) -> str:
+        """The text of ``tokens``."""
 
     @abstractmethod
-    def generate(self, prompt: list[int], max_new_tokens: int, greedy: bool = True) -> Generation:
-        """Generate after ``prompt``; timings separate prompt processing from token generation."""
+    def generate(self, prompt: list[int], max_new_tokens: int) -> Generation:
+        """Greedy decoding after ``prompt``; timings separate prompt processing from token generation."""
 
 
 S = TypeVar("S", bound=LoadedModel)

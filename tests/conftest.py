@@ -1,5 +1,5 @@
-"""Shared fixtures: a small trained CNN on digits, as an edgepipe torch artifact, and its exports
-(session scope: built once, read by many tests)."""
+"""Shared fixtures: a small trained CNN on digits, as an edgepipe torch artifact, and its exports; a small
+Llama-style language model and its GGUF files (session scope: built once, read by many tests)."""
 
 from __future__ import annotations
 
@@ -32,13 +32,63 @@ TINY_RECIPE = {
 
 @pytest.fixture(scope="session")
 def tiny_recipe():
-    """The tiny recipe with a target for every registered format (quantized where it has a quantizer):
-    a new format gets the export tests without editing a list."""
+    """The tiny recipe with a target for every registered format that holds classifiers (quantized where it
+    has a quantizer): a new format gets the export tests without editing a list."""
     from edgepipe.export import BACKENDS, target_class
     from edgepipe.recipe import parse_recipe
 
-    targets = [{"format": f, "quantize": [{}] if target_class(f).quantizers else []} for f in BACKENDS]
+    targets = [
+        {"format": f, "quantize": [{}] if target_class(f).quantizers else []}
+        for f in BACKENDS
+        if target_class(f).tasks is None or "classification" in target_class(f).tasks  # type: ignore[operator]
+    ]
     return parse_recipe({**TINY_RECIPE, "targets": targets}, "tiny.yaml")
+
+
+# A language model as small as a test wants: 64 wide, so the K-quant below falls back (rows of 64, not 256).
+LM_RECIPE = {
+    "name": "lm-test",
+    "seed": 0,
+    "task": {"kind": "language-modeling", "sources": ["docs"], "context_length": 64, "sequence_lengths": [16, 64]},
+    "source": {
+        "kind": "train",
+        "family": "llama",
+        "params": {"dim": 64, "layers": 2, "heads": 4, "kv_heads": 2, "max_length": 64},
+        "tokenizer": {"vocab_size": 512},
+        "batch_size": 16,
+        "max_steps": 80,
+    },
+    "targets": [
+        {"format": "gguf", "quantize": [{"type": "Q8_0"}, {"type": "Q4_K_M"}]},
+        {"format": "onnx"},
+        # NNCF weight compression; the SwiGLU width (192) takes groups of 64, not the default 128
+        {
+            "format": "openvino",
+            "quantize": [{"method": "weights"}, {"method": "weights", "mode": "int4_asym", "group_size": 64}],
+        },
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def lm(tmp_path_factory):
+    """(task, torch artifact, {(format, precision): artifact}, StageContext) of the test language model."""
+    from edgepipe.chain import build_model, build_targets
+    from edgepipe.recipe import parse_recipe
+    from edgepipe.stage import StageContext
+    from edgepipe.store import ArtifactStore
+    from edgepipe.tasks import build_task
+
+    pytest.importorskip("llama_cpp")
+    recipe = parse_recipe(LM_RECIPE, "lm-test.yaml")
+    out = tmp_path_factory.mktemp("lm")
+    task = build_task(recipe.task, recipe.seed, out / "data")
+    ctx = StageContext(task, recipe.seed)
+    store = ArtifactStore(out / "artifacts")
+    model = build_model(recipe, ctx, store, force=False)
+    made = build_targets(recipe, ctx, model, store, force=False)
+    assert not made.unsupported, made.unsupported
+    return task, model, {(a.manifest.format, a.manifest.precision): a for a in made.models}, ctx
 
 
 @pytest.fixture(scope="session")

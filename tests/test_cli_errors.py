@@ -139,9 +139,13 @@ BAD_RECIPES = {
     "unknown-nested-field": ("name: x\nbenchmark:\n  treads: 2\n", ["benchmark.treads: unknown field"]),
     "wrong-type": ("name: x\nbenchmark:\n  threads: two\n", ["benchmark.threads:", "'two'"]),
     "unknown-target-format": ("name: x\ntargets: [{format: foo}]\n", ["targets.0.format:", "'foo'"]),
-    "format-without-exporter": (
+    "format-not-a-target": (
+        "name: x\ntargets: [{format: torch}]\n",
+        ["targets.0.format:", "torch", "not an export target"],
+    ),
+    "format-for-another-task": (
         "name: x\ntargets: [{format: gguf}]\n",
-        ["targets.0.format:", "gguf", "no exporter yet"],
+        ["targets.0.format:", "gguf holds language-modeling models, not classification"],
     ),
     "unknown-model-family": (
         "name: x\nsource: {kind: train, family: resnet9000}\n",

@@ -11,6 +11,7 @@ import yaml
 from conftest import TINY_RECIPE
 from edgepipe.cli import main
 from edgepipe.recipe import load_recipe
+from edgepipe.results import RESULTS_SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ def run_dir(tmp_path_factory):
 def test_results_follow_the_contract(run_dir):
     folder, _, result, _ = run_dir
     data = json.loads((folder / "out" / "results.json").read_text())
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == RESULTS_SCHEMA_VERSION
     assert data["task"]["kind"] == "classification" and data["task"]["metrics"][0]["name"] == "accuracy"
     assert {"cpu", "packages", "python", "os", "timestamp"} <= set(data["environment"])
     assert data["environment"]["cpu"]["model"] and "onnxruntime" in data["environment"]["packages"]

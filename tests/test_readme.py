@@ -30,11 +30,11 @@ def test_readme_recipe_validates():
 
 
 def test_results_contract_example_is_json_with_the_row_keys():
-    from edgepipe.results import ResultRow
+    from edgepipe.results import RESULTS_SCHEMA_VERSION, ResultRow
 
     [example] = _blocks(DOCS["results.md"], "json")
     data = json.loads(example)
-    assert data["schema_version"] == 2 and {"kind", "metrics", "parity"} <= set(data["task"])
+    assert data["schema_version"] == RESULTS_SCHEMA_VERSION and {"kind", "metrics", "parity"} <= set(data["task"])
     row = ResultRow.model_validate(data["results"][0])  # the example is a valid row, field for field
     assert row.latency_ms is not None and row.latency_ms.ci95 is not None
 
@@ -45,11 +45,11 @@ def _fields(cls) -> set[str]:
 
 def test_every_recipe_field_is_in_the_reference():
     from edgepipe.export import BACKENDS, target_class
-    from edgepipe.recipe import BenchmarkConfig, Recipe
+    from edgepipe.recipe import BenchmarkConfig, GenerationConfig, Recipe
     from edgepipe.stage import SOURCES, STAGES
     from edgepipe.tasks import TASK_KINDS, task_class
 
-    classes = [Recipe, BenchmarkConfig]
+    classes = [Recipe, BenchmarkConfig, GenerationConfig]
     classes += [c for k in TASK_KINDS for c in (task_class(k).Config, task_class(k).Gates)]
     classes += [s.config_class() for s in (*SOURCES.values(), *STAGES.values())]
     for fmt in BACKENDS:

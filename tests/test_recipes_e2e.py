@@ -52,7 +52,7 @@ def test_lm_tiny_exports_with_perplexity_kld_and_token_agreement(tmp_path):
         tmp_path,
         task={"sources": ["docs"], "context_length": 64, "sequence_lengths": [16, 64], "eval_windows": 4},
         source={"params": {"dim": 64, "layers": 2, "heads": 4, "kv_heads": 2, "max_length": 64}, "max_steps": 60},
-        benchmark={"warmup": 2, "runs": 10},
+        benchmark={"warmup": 2, "runs": 10, "generation": {"prompt_tokens": 16, "new_tokens": 8, "runs": 2}},
     )
     assert result.unchecked is None
     reference = result.results["task"]["reference_metrics"]["perplexity"]
@@ -64,6 +64,12 @@ def test_lm_tiny_exports_with_perplexity_kld_and_token_agreement(tmp_path):
     assert int8.parity["kld"] > 0 and int8.vs_fp32 is not None and "perplexity_delta" in int8.vs_fp32.model_dump()
     assert int8.artifact.precision == "int8" and "accuracy" not in int8.metrics
     assert rows[("openvino-fp32", "openvino", 16)].parity["max_abs_diff"] <= 1e-4
+    gguf = rows[("gguf-fp32", "llama.cpp", 64)]
+    assert gguf.parity["max_abs_diff"] <= 1e-4 and gguf.metrics["perplexity"] == pytest.approx(reference, rel=1e-4)
+    q4 = [r for (name, _, _), r in rows.items() if name == "gguf-q4_k_m"]
+    assert q4 and all(r.status == "ok" for r in q4) and q4[0].session["tensor_types"]
+    generated = [r.generation for r in q4 if r.generation]
+    assert generated and generated[0].generation_tokens_per_s > 0 and generated[0].method == "kv-cache"
     table = (result.out_dir / "results.md").read_text()
     assert "perplexity" in table and "KLD" in table and "accuracy" not in table
 

@@ -16,13 +16,17 @@ MODEL_FOR = {
     "onnxruntime": ("onnx", "fp32"),
     "openvino": ("openvino", "fp32"),
     "litert": ("tflite", "fp32"),
+    "llama.cpp": ("gguf", "fp32"),  # the test language model (conftest ``lm``); its session: test_gguf.py
 }
+CLASSIFIER_RUNTIMES = sorted(r for r in RUNTIMES if MODEL_FOR.get(r, ("",))[0] != "gguf")
 
 
 @pytest.fixture
-def model_path(exported, torch_artifact):
+def model_path(request, exported, torch_artifact):
     def path(runtime: str):
         key = MODEL_FOR[runtime]
+        if key[0] == "gguf":
+            return request.getfixturevalue("lm")[2][key].model_file
         return torch_artifact.model_file if key[0] == "torch" else exported[key].model_file
 
     return path
@@ -50,7 +54,7 @@ def test_missing_package_makes_runtime_unavailable_not_a_crash(name, monkeypatch
         rt.require()
 
 
-@pytest.mark.parametrize("name", sorted(RUNTIMES))
+@pytest.mark.parametrize("name", CLASSIFIER_RUNTIMES)
 def test_session_runs_and_rejects_wrong_inputs(name, model_path, tiny_task):
     session = get_runtime(name).load(model_path(name), threads=1)
     spec = session.inputs[0]
@@ -74,7 +78,7 @@ def test_absent_device_is_unavailable(name, model_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", sorted(RUNTIMES))
+@pytest.mark.parametrize("name", CLASSIFIER_RUNTIMES)
 def test_gpu_device_matches_cpu(name, model_path, tiny_task):
     rt = get_runtime(name)
     gpu = next((d for d in rt.devices() if d in ("cuda", "gpu")), None)

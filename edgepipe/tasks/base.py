@@ -176,6 +176,10 @@ class Task(ABC):
     def timing_feeds(self, pre: Preprocessor, batch_size: int, sequence_length: int | None) -> list[Feeds]:
         """Feeds of real test data at one benchmark point, cycled through while timing."""
 
+    def generation_prompt(self, pre: Preprocessor, n: int) -> list[int] | None:
+        """The first ``n`` tokens of held-out text, for a language model's tokens/s (None: not a generator)."""
+        return None
+
     def sequence_lengths(self) -> list[int | None]:
         """The sequence lengths a benchmark measures by default ([None]: the task has none)."""
         return [None]

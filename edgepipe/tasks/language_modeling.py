@@ -192,6 +192,12 @@ class LanguageModelingTask(Task):
             :8
         ]
 
+    def generation_prompt(self, pre: Preprocessor, n: int) -> list[int] | None:
+        stream = self._stream(pre, "test")
+        if len(stream) < n:
+            raise InputError(f"benchmark.generation.prompt_tokens: the test split holds only {len(stream)} tokens")
+        return [int(t) for t in stream[:n]]
+
     def sequence_lengths(self) -> list[int | None]:
         return list(self.config.sequence_lengths)
 
