@@ -22,7 +22,7 @@ import numpy as np
 
 from edgepipe.artifact import Manifest, read_manifest, resolve_model_path
 from edgepipe.benchmarks.generation import GenerationPoint, generation_stats, prompt_for, text_evaluation
-from edgepipe.benchmarks.inputs import synthetic_feeds
+from edgepipe.benchmarks.inputs import InputChoice, described, save_outputs, synthetic_feeds
 from edgepipe.benchmarks.stats import latency_stats
 from edgepipe.errors import InputError, first_line
 from edgepipe.files import content_sha256, sha256_file
@@ -148,7 +148,7 @@ def time_runs(session: Session, feeds: list[Feeds], warmup: int, runs: int, max_
     """Per-call latencies in ms, after ``warmup`` untimed calls; stops after ``max_seconds`` of timing.
     Garbage collection is off while timing: a collection inside one call is not the model's latency."""
     for i in range(warmup):
-        session.run(feeds[i % len(feeds)])
+        session.run_timed(feeds[i % len(feeds)])
     samples: list[float] = []
     deadline = time.perf_counter() + max_seconds
     gc_was_on = gc.isenabled()
@@ -156,7 +156,7 @@ def time_runs(session: Session, feeds: list[Feeds], warmup: int, runs: int, max_
     try:
         for i in range(runs):
             t0 = time.perf_counter_ns()
-            session.run(feeds[i % len(feeds)])
+            session.run_timed(feeds[i % len(feeds)])
             samples.append((time.perf_counter_ns() - t0) / 1e6)
             if time.perf_counter() > deadline and len(samples) >= 5:
                 break
@@ -221,11 +221,14 @@ def benchmark(
     artifact: ArtifactRef | None = None,
     seed: int = 0,
     generation: GenerationPoint | None = None,
+    inputs: InputChoice | None = None,
 ) -> list[ResultRow]:
     """Benchmark a model file at every point and return one row per point. Raises EdgepipeError on bad
     input; quality is scored once (on the first point's session) and shared by the rows. ``evaluation``
     may be made from the loaded session (a text scored with the model's own tokenizer). With
-    ``generation``, a language model's tokens/s are measured once per thread count (first row of each)."""
+    ``generation``, a language model's tokens/s are measured once per thread count (first row of each).
+    ``inputs`` gives synthetic inputs' shapes and real arrays, and receives the first run's outputs."""
+    choice = inputs or InputChoice()
     path = resolve_model_path(path)
     fmt = detect_format(path)
     rt = get_runtime(runtime)
@@ -249,22 +252,35 @@ def benchmark(
                 sessions[point.threads] = _load(path, runtime, device, point.threads, options)
             session, load_ms = sessions[point.threads]
             known = _known_inputs(path) if known is None else known
-            inputs = with_ranges(session.inputs, known)
+            specs = with_ranges(session.inputs, known)
             if point.feeds:
                 feeds, source = [c for f in point.feeds for c in for_session(session, f)], "evaluation data"
             else:
-                one, source = synthetic_feeds(
-                    inputs, _fixed_batch(session) or point.batch_size, point.sequence_length, seed
-                )
+                try:
+                    one, source = synthetic_feeds(
+                        specs,
+                        _fixed_batch(session) or point.batch_size,
+                        point.sequence_length,
+                        seed,
+                        shapes=choice.shapes,
+                        given=choice.given,
+                    )
+                except InputError as e:
+                    raise InputError(f"{path}: {e}") from None
                 feeds = [one]
             session.check_feeds(feeds[0])
             t1 = time.perf_counter()
             try:
-                session.run(feeds[0])
+                outputs = session.run(feeds[0])
             except Exception as e:  # the runtime's own message, without its traceback
-                shapes = {k: list(v.shape) for k, v in feeds[0].items()}
-                raise InputError(f"{path}: {runtime} failed to run it on {source} {shapes}: {first_line(e)}") from e
+                raise InputError(
+                    f"{path}: {runtime} failed to run it on {described(feeds[0], source, choice)}: {first_line(e)}"
+                ) from e
             first_run_ms = (time.perf_counter() - t1) * 1e3
+            if not rows:
+                choice.feeds, choice.outputs = feeds[0], outputs
+                if choice.outputs_dir is not None:
+                    save_outputs(choice.outputs_dir, session.outputs, outputs)
             samples = time_runs(session, feeds, warmup, runs, max_seconds)
             peak_rss_mb = _peak_rss_mb()  # before evaluation, which runs larger batches
             if evaluation is not None and not rows:
@@ -290,7 +306,7 @@ def benchmark(
                     sequence_length=point.sequence_length,
                     status="ok",
                     task=task,
-                    inputs=[s.model_dump(exclude_none=True) for s in inputs],
+                    inputs=[s.model_dump(exclude_none=True) for s in specs],
                     input_source=source,
                     load_ms=load_ms,
                     first_run_ms=first_run_ms,
@@ -326,11 +342,13 @@ def benchmark_model(
     seed: int = 0,
     text: str | None = None,
     generation: GenerationPoint | None = None,
+    inputs: InputChoice | None = None,
 ) -> ResultRow:
     """Benchmark any model file (or edgepipe artifact folder) on synthetic inputs: one results row.
     ``runtime`` defaults to the format's usual one. A language model that carries its tokenizer (GGUF)
     also gets tokens/s (``generation``, by default 32 tokens after a 64-token prompt, 5 runs) and, given a
-    ``text``, its perplexity on it.
+    ``text``, its perplexity on it. ``inputs``: shapes for dynamic dimensions, real arrays, a folder for
+    the outputs (``InputChoice``).
 
     >>> row = benchmark_model("model.onnx", threads=2, runs=200)      # doctest: +SKIP
     >>> row.latency_ms.median, row.latency_ms.ci95                      # doctest: +SKIP
@@ -354,6 +372,7 @@ def benchmark_model(
         seed=seed,
         evaluation=None if text is None else lambda session: text_evaluation(session, text),
         generation=generation or GenerationPoint(),
+        inputs=inputs,
     )
     row.name = row.artifact.name or resolved.stem
     return row

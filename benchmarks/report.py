@@ -117,6 +117,8 @@ def columns(rows: list[ResultRow], task: type[Task] | None) -> list[tuple[str, A
         cols.append(("bits/w", lambda r: _f(r.artifact.bits_per_weight, ".2f")))
     if any(r.session.get("tensor_types") for r in rows):
         cols.append(("weight types", lambda r: tensor_types(r.session.get("tensor_types") or {})))
+    if any("max_abs_diff_vs_first" in (r.parity or {}) for r in rows):  # `bench --runtime a,b`
+        cols.append(("max diff vs first", lambda r: _f((r.parity or {}).get("max_abs_diff_vs_first"), ".2e")))
     cols += [
         *(measure(m, "metrics") for m in metrics),
         ("median ms", lat("median")),

@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from edgepipe.artifact import Artifact, Manifest, load_artifact
     from edgepipe.benchmarks.harness import benchmark_model
+    from edgepipe.benchmarks.inputs import InputChoice
+    from edgepipe.inspection import Inspection, inspect_model
     from edgepipe.recipe import Recipe, load_recipe
     from edgepipe.runner import RunResult, run_recipe
 
@@ -27,6 +29,9 @@ _LAZY = {
     "load_recipe": "edgepipe.recipe",
     "Recipe": "edgepipe.recipe",
     "benchmark_model": "edgepipe.benchmarks.harness",
+    "InputChoice": "edgepipe.benchmarks.inputs",
+    "inspect_model": "edgepipe.inspection",
+    "Inspection": "edgepipe.inspection",
     "load_artifact": "edgepipe.artifact",
     "Artifact": "edgepipe.artifact",
     "Manifest": "edgepipe.artifact",
@@ -45,13 +50,16 @@ __all__ = [
     "Artifact",
     "EdgepipeError",
     "GateError",
+    "InputChoice",
     "InputError",
+    "Inspection",
     "Manifest",
     "Recipe",
     "RunResult",
     "UnavailableError",
     "__version__",
     "benchmark_model",
+    "inspect_model",
     "load_artifact",
     "load_recipe",
     "run_recipe",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -55,55 +56,114 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_options(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Runtime options from the flags that belong to one runtime, refused for any other."""
+def _bench_runtimes(args: argparse.Namespace) -> list[str]:
+    """``--runtime a,b`` (several, compared on identical inputs), else the format's usual runtime."""
     from edgepipe.artifact import resolve_model_path
     from edgepipe.formats import detect_format
     from edgepipe.runtimes import default_runtime
 
+    if args.runtime:
+        names = [r.strip() for r in args.runtime.split(",") if r.strip()]
+        if not names or len(set(names)) != len(names):
+            raise InputError(f"--runtime: expected one runtime or several separated by commas, got '{args.runtime}'")
+        return names
+    return [default_runtime(detect_format(resolve_model_path(args.model)))]
+
+
+def _bench_options(args: argparse.Namespace, runtimes: list[str]) -> dict[str, dict[str, Any]]:
+    """Runtime options from the flags that belong to one runtime, refused when that runtime is not chosen."""
     flags = {"--no-xnnpack": ("litert", "xnnpack", False if args.no_xnnpack else None)}
     flags["--n-gpu-layers"] = ("llama.cpp", "n_gpu_layers", args.n_gpu_layers)
-    options = {}
+    options: dict[str, dict[str, Any]] = {}
     for flag, (runtime, key, value) in flags.items():
         if value is None:
             continue
-        if (args.runtime or default_runtime(detect_format(resolve_model_path(args.model)))) != runtime:
+        if runtime not in runtimes:
             raise InputError(f"{flag}: only the {runtime} runtime takes it")
-        options[key] = value
-    return options or None
+        options.setdefault(runtime, {})[key] = value
+    return options
+
+
+def _parity(rows: list[Any], outputs: list[list[Any] | None]) -> None:
+    """Each row after the first gets ``parity.max_abs_diff_vs_first``: the largest difference of its outputs
+    from the first runtime's on identical inputs (NaN when their shapes differ)."""
+    import numpy as np
+
+    reference = outputs[0]
+    for row, got in zip(rows[1:], outputs[1:], strict=True):
+        if reference is None or got is None:
+            continue
+        diff = float("nan")
+        if [np.shape(a) for a in got] == [np.shape(a) for a in reference]:
+            diff = max(
+                (
+                    float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+                    for a, b in zip(got, reference, strict=True)
+                    if np.size(a)
+                ),
+                default=0.0,
+            )
+        row.parity = {"max_abs_diff_vs_first": diff}
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from edgepipe.benchmarks.generation import read_text
     from edgepipe.benchmarks.harness import benchmark_model
-    from edgepipe.benchmarks.report import render_table, tensor_types
+    from edgepipe.benchmarks.inputs import InputChoice, load_inputs, parse_shapes
+    from edgepipe.benchmarks.report import render_table
     from edgepipe.environment import describe_environment
 
-    options = _bench_options(args)
-    row = benchmark_model(
-        args.model,
-        args.runtime,
-        device=args.device,
-        threads=args.threads,
-        batch_size=args.batch_size,
-        sequence_length=args.seq_len,
-        warmup=args.warmup,
-        runs=args.runs,
-        max_seconds=args.max_seconds,
-        options=options,
-        text=None if args.text is None else read_text(args.text),
-    )
+    runtimes = _bench_runtimes(args)
+    options = _bench_options(args, runtimes)
+    shapes, given = parse_shapes(args.shape or []), load_inputs(args.input or [])
+    text = None if args.text is None else read_text(args.text)
+    rows, outputs = [], []
+    for runtime in runtimes:
+        out = Path(args.save_outputs) / runtime if args.save_outputs and len(runtimes) > 1 else args.save_outputs
+        choice = InputChoice(shapes=shapes, given=given, outputs_dir=Path(out) if out else None)
+        rows.append(
+            benchmark_model(
+                args.model,
+                runtime if args.runtime else None,
+                device=args.device,
+                threads=args.threads,
+                batch_size=args.batch_size,
+                sequence_length=args.seq_len,
+                warmup=args.warmup,
+                runs=args.runs,
+                max_seconds=args.max_seconds,
+                options=options.get(runtime),
+                text=text,
+                inputs=choice,
+            )
+        )
+        outputs.append(choice.outputs)
+    _parity(rows, outputs)
     environment = describe_environment()
     if args.json:
-        print(json.dumps({**row.to_dict(), "environment": environment}, indent=2))
+        dicts = [{**row.to_dict(), "environment": environment} for row in rows]
+        print(json.dumps(dicts[0] if len(dicts) == 1 else dicts, indent=2))
         return 0
+    print(render_table(rows))
+    for row in rows:
+        _details(row, args, environment, several=len(rows) > 1)
+    if args.save_outputs:
+        print(f"outputs of the first run: {args.save_outputs}/" + ("<runtime>/" if len(rows) > 1 else ""))
+    return 0
+
+
+def _details(row: Any, args: argparse.Namespace, environment: dict[str, Any], several: bool) -> None:
+    from edgepipe.benchmarks.report import tensor_types
+
     lat = row.latency_ms
     assert lat is not None  # benchmark_model raises rather than return a row without timings
     ci = f"95% CI of median [{lat.ci95[0]:.3f}, {lat.ci95[1]:.3f}] ms" if lat.ci95 else "too few runs for a 95% CI"
-    print(render_table([row]))
     print(
-        f"\nload {row.load_ms:.1f} ms, first run {row.first_run_ms:.2f} ms, mean {lat.mean:.3f} ms, "
-        f"{ci}, peak RSS {row.peak_rss_mb:.0f} MB; inputs: {row.input_source}; CPU: {environment['cpu']['model']}"
+        f"\n{row.runtime + ': ' if several else ''}load {row.load_ms:.1f} ms, first run {row.first_run_ms:.2f} ms, "
+        f"mean {lat.mean:.3f} ms, {ci}, peak RSS {row.peak_rss_mb:.0f} MB; inputs: {row.input_source}; "
+        f"CPU: {environment['cpu']['model']}"
     )
     info = row.session
     if info.get("architecture"):
@@ -122,6 +182,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"generation: {not_measured}")
     if "perplexity" in row.metrics:
         print(f"perplexity {row.metrics['perplexity']:.3f} on {args.text} ({', '.join(row.breakdown)})")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from edgepipe.inspection import inspect_model, render
+
+    info = inspect_model(args.model)
+    print(json.dumps(info.model_dump(mode="json"), indent=2) if args.json else render(info))
     return 0
 
 
@@ -170,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmark a model file (.onnx, .xml, .tflite, .gguf) or artifact folder")
     bench.add_argument("model", help="model file or edgepipe artifact folder")
-    bench.add_argument("--runtime", help="runtime name (default: the format's usual runtime)")
+    bench.add_argument(
+        "--runtime",
+        help="runtime, or several separated by commas (compared on identical inputs); default: the format's",
+    )
     bench.add_argument("--device", default="cpu", help="device: cpu, cuda, gpu, ... (default: cpu)")
     bench.add_argument("--threads", type=_threads, help="threads for the runtime (default: its own)")
     bench.add_argument("--batch-size", type=_positive_int, default=1, help="batch for dynamic batch dims")
@@ -183,8 +253,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--n-gpu-layers", type=_non_negative_int, help="llama.cpp: layers offloaded to the GPU (default: 0 on cpu)"
     )
-    bench.add_argument("--json", action="store_true", help="print the results row as JSON")
+    bench.add_argument(
+        "--shape",
+        action="append",
+        metavar="NAME=D1,D2,...",
+        help="an input's shape, for dynamic dimensions (repeatable)",
+    )
+    bench.add_argument(
+        "--input", action="append", metavar="NAME=FILE.npy", help="feed this array to an input as it is (repeatable)"
+    )
+    bench.add_argument("--save-outputs", metavar="DIR", help="write the first run's outputs as DIR/<index>_<name>.npy")
+    bench.add_argument(
+        "--json", action="store_true", help="print the results row as JSON (a list for several runtimes)"
+    )
     bench.set_defaults(func=cmd_bench)
+
+    inspect = sub.add_parser("inspect", help="what a model file holds: inputs, outputs, operators, weights")
+    inspect.add_argument("model", help=".onnx, .xml (+ .bin), .tflite or .gguf file, or edgepipe artifact folder")
+    inspect.add_argument("--json", action="store_true", help="print the inspection as JSON (docs/inspect.md)")
+    inspect.set_defaults(func=cmd_inspect)
 
     bundle = sub.add_parser(
         "bundle", help="a TFLite Micro bundle (C arrays, op resolver, arena size) of a .tflite model"
@@ -203,6 +290,9 @@ def _quiet_third_party() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     for category in (DeprecationWarning, FutureWarning):
         warnings.filterwarnings("ignore", category=category)
+    # torchao (imported by transformers) registers enums with torch's pytree, which logs a deprecation
+    # warning per enum on stderr: not the user's business, and it would break the one-line contract.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def _terminate(signum: int, frame: object) -> None:

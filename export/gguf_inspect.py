@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.errors import InputError, first_line
+from edgepipe.tensors import TensorSpec
 
 MAGIC = b"GGUF"
 # A header asking for more than this is not a model but an attack on the parser (or a damaged file).
@@ -94,4 +95,39 @@ def summarize(path: Path) -> dict[str, Any]:
         "vocab_size": len(reader.fields["tokenizer.ggml.tokens"].data)
         if "tokenizer.ggml.tokens" in reader.fields
         else None,
+    }
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """What a GGUF file holds, read with gguf-py (no llama.cpp): a language model has no tensor inputs in
+    the file, so its inputs are the token ids and its output the logits, as llama.cpp runs it."""
+    header = check_header(path)
+    s = summarize(path)
+    tensors = Counter(s["tensor_types"])
+    weights = {k.lower(): {"count": tensors[k], "bytes": s["tensor_type_bytes"][k]} for k in tensors}
+    vocab = s["vocab_size"]
+    return {
+        "format_version": f"GGUF v{header['version']}",
+        "inputs": [
+            TensorSpec(name="tokens", shape=["sequence"], dtype="int32", value_range=[0, vocab - 1] if vocab else None)
+        ],
+        "outputs": [TensorSpec(name="logits", shape=["sequence", vocab or "vocab"], dtype="float32")],
+        "operators": {},
+        "custom_operators": [],
+        "weights": weights,
+        "hybrid": None,
+        "details": {
+            k: s[k]
+            for k in (
+                "architecture",
+                "name",
+                "context_length",
+                "parameters",
+                "bits_per_weight",
+                "tensor_types",
+                "tokenizer",
+                "vocab_size",
+                "file_type",
+            )
+        },
     }

@@ -4,9 +4,11 @@ did, read back from the quantized graph rather than copied from its request."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgepipe.errors import InputError, first_line
 from edgepipe.formats import ONNX_ELEMENT_TYPES
 from edgepipe.tensors import TensorSpec
 
@@ -137,3 +139,85 @@ def index_ranges(path: Path) -> dict[str, list[int]]:
             if rows > 0:
                 ranges[node.input[1]] = [0, rows - 1]
     return ranges
+
+
+# Domains whose operators every ONNX runtime knows; anything else is named as a custom operator.
+STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
+
+
+def _nodes(graph: Any) -> Iterator[Any]:
+    """Every node, including those inside control-flow subgraphs (If branches, Loop and Scan bodies)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _nodes(sub)
+
+
+def _initializer_bytes(init: Any) -> int:
+    import numpy as np
+
+    if init.HasField("raw_data") and init.raw_data:
+        return len(init.raw_data)
+    for entry in init.external_data:
+        if entry.key == "length":
+            return int(entry.value)
+    itemsize = np.dtype(_dtype(init.data_type)).itemsize if _dtype(init.data_type) in np.sctypeDict else 1
+    return int(np.prod(init.dims, dtype=np.int64)) * itemsize
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """What an ONNX file holds, read with onnx alone (no session, no external weights loaded): opsets,
+    inputs and outputs, operators counted through subgraphs, custom ones by domain, weights by type."""
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # a protobuf that does not parse
+        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {first_line(e)})") from None
+    inputs, outputs = read_io_spec(path)
+    nodes = list(_nodes(model.graph))
+    ops = Counter(n.op_type if n.domain in STANDARD_DOMAINS else f"{n.domain}.{n.op_type}" for n in nodes)
+    custom = sorted({f"{n.domain}.{n.op_type}" for n in nodes if n.domain not in STANDARD_DOMAINS})
+    weights: dict[str, dict[str, int]] = {}
+    for init in model.graph.initializer:
+        entry = weights.setdefault(_dtype(init.data_type), {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += _initializer_bytes(init)
+    inits = {i.name: i for i in model.graph.initializer if not i.external_data}
+
+    def affine(scale_name: str, zp_name: str | None) -> dict[str, Any] | None:
+        if scale_name not in inits:
+            return None
+        scale = numpy_helper.to_array(inits[scale_name]).ravel()
+        zp = numpy_helper.to_array(inits[zp_name]).ravel() if zp_name in inits else [0] * scale.size
+        return {"scale": [float(s) for s in scale], "zero_point": [int(z) for z in zp], "axis": None}
+
+    for node in model.graph.node:  # integer model inputs and outputs with their scale and zero point
+        zp = node.input[2] if len(node.input) > 2 else None
+        for spec in inputs if node.op_type == "DequantizeLinear" else []:
+            if spec.name == node.input[0]:
+                spec.quantization = affine(node.input[1], zp)
+        for spec in outputs if node.op_type == "QuantizeLinear" else []:
+            if spec.name == node.output[0]:
+                spec.quantization = affine(node.input[1], zp)
+    opsets = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
+    return {
+        "format_version": f"opset {opsets.get('ai.onnx', '?')}, IR {model.ir_version}",
+        "inputs": inputs,
+        "outputs": outputs,
+        "operators": dict(sorted(ops.items())),
+        "custom_operators": custom,
+        "weights": weights,
+        # Dynamic quantization: int8 weights, float activations quantized at run time.
+        "hybrid": bool({"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"} & set(ops))
+        or any(op.endswith("DynamicQuantizeMatMul") for op in ops),
+        "details": {
+            "ir_version": int(model.ir_version),
+            "opsets": opsets,
+            "producer": f"{model.producer_name} {model.producer_version}".strip(),
+            "control_flow": sorted({n.op_type for n in nodes if n.op_type in ("If", "Loop", "Scan")}),
+            "external_data": any(i.external_data for i in model.graph.initializer),
+        },
+    }

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.errors import InputError, first_line
+from edgepipe.tensors import TensorSpec
 
 IDENTIFIER = b"TFL3"
 
@@ -120,3 +121,56 @@ def summarize(path: Path) -> dict[str, Any]:
         "hybrid": bool(hybrid_ops),
         "full_integer": float_activations == 0 and not hybrid_ops,
     }
+
+
+def _tensor_spec(model: Any, graph: Any, index: int, types: dict[int, str]) -> TensorSpec:
+    """A subgraph input or output: its shape signature (-1 where dynamic), type and quantization."""
+    tensor = graph.Tensors(index)
+    name = tensor.Name().decode() if isinstance(tensor.Name(), bytes) else str(tensor.Name())
+    signature = tensor.ShapeSignatureAsNumpy() if tensor.ShapeSignatureLength() else tensor.ShapeAsNumpy()
+    shape: list[int | str] = [int(d) for d in (signature if not isinstance(signature, int) else [])]
+    dtype = TFLITE_DTYPES.get(types.get(tensor.Type(), ""), types.get(tensor.Type(), "?").lower())
+    quantization = None
+    q = tensor.Quantization()
+    if q is not None and q.ScaleLength():
+        scales = [float(s) for s in q.ScaleAsNumpy()]
+        zero_points = [int(z) for z in q.ZeroPointAsNumpy()] if q.ZeroPointLength() else [0] * len(scales)
+        axis = int(q.QuantizedDimension()) if len(scales) > 1 else None
+        quantization = {"scale": scales, "zero_point": zero_points, "axis": axis}
+    return TensorSpec(name=name, shape=shape, dtype=dtype, quantization=quantization)
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """What a .tflite file holds, read from its flatbuffer (no interpreter): the first subgraph's inputs
+    and outputs with their quantization, operators with custom ones by name, weights by type."""
+    _, model = load_model(path)
+    summary = summarize(path)
+    types = _names(_schema().TensorType)
+    graph = model.Subgraphs(0)
+    signatures = []
+    for i in range(model.SignatureDefsLength()):
+        key = model.SignatureDefs(i).SignatureKey()
+        signatures.append(key.decode() if isinstance(key, bytes) else str(key))
+    return {
+        "format_version": f"schema {summary['version']}",
+        "inputs": [_tensor_spec(model, graph, graph.Inputs(i), types) for i in range(graph.InputsLength())],
+        "outputs": [_tensor_spec(model, graph, graph.Outputs(i), types) for i in range(graph.OutputsLength())],
+        "operators": summary["op_counts"],
+        "custom_operators": summary["custom_ops"],
+        "weights": {TFLITE_DTYPES.get(k.upper(), k): v for k, v in summary["weights"].items()},
+        "hybrid": summary["hybrid"],
+        "details": {
+            "subgraphs": summary["subgraphs"],
+            "signatures": signatures,
+            "full_integer": summary["full_integer"],
+            "hybrid_ops": summary["hybrid_ops"],
+        },
+    }
+
+
+# TFLite tensor type names as numpy dtype names.
+TFLITE_DTYPES = {
+    "FLOAT32": "float32", "FLOAT16": "float16", "FLOAT64": "float64", "INT8": "int8", "UINT8": "uint8",
+    "INT16": "int16", "UINT16": "uint16", "INT32": "int32", "UINT32": "uint32", "INT64": "int64",
+    "BOOL": "bool", "INT4": "int4", "STRING": "string",
+}  # fmt: skip

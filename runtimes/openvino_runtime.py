@@ -45,9 +45,14 @@ class OpenVINOSession(Session):
         self.info = info
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        # Positional: the feeds are keyed by this session's own input names, in order.
-        self._request.infer([feeds[s.name] for s in self.inputs])
+        # The request's buffers are overwritten by its next call: the outputs are copied once, here.
+        self.run_timed(feeds)
         return [self._request.get_output_tensor(i).data.copy() for i in range(len(self.outputs))]
+
+    def run_timed(self, feeds: dict[str, np.ndarray]) -> None:
+        # Positional (the feeds are keyed by this session's own input names, in order), inputs and outputs
+        # shared: without share_outputs, infer() copies every output into a result nobody reads.
+        self._request.infer([feeds[s.name] for s in self.inputs], share_inputs=True, share_outputs=True)
 
 
 class OpenVINORuntime(Runtime[Session]):

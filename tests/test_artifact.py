@@ -121,9 +121,14 @@ def test_corrupt_manifest_is_an_input_error_naming_the_file(tmp_path):
 def test_synthetic_shapes_fill_batch_and_sequence_dims_and_say_so():
     from edgepipe.benchmarks.inputs import concrete_shape
 
-    assert concrete_shape(TensorSpec(name="x", shape=["batch", 3, "?", 8], dtype="float32"), 4, None) == (
-        (4, 3, 1, 8),
-        ["batch=4", "x[2]=1"],
+    image = TensorSpec(name="x", shape=["batch", 3, "?", "width"], dtype="float32")
+    with pytest.raises(InputError, match=r"input 'x' \[batch, 3, \?, width\]: dimension 2 \('\?'\) is dynamic"):
+        concrete_shape(image, 4, None)  # no safe default for an image's height: never 1x1 in silence
+    with pytest.raises(InputError, match="dimension 2"):  # an unnamed dimension is never fixed by name
+        concrete_shape(image, 4, None, {"width": 8, "?": 5})
+    assert concrete_shape(TensorSpec(name="x", shape=["batch", 3, "h", 8], dtype="float32"), 4, None, {"h": 6}) == (
+        (4, 3, 6, 8),
+        ["batch=4", "h=6"],
     )
     ids = TensorSpec(name="input_ids", shape=["batch", "sequence"], dtype="int64")
     assert concrete_shape(ids, 1, 16)[0] == (1, 16)

@@ -484,7 +484,8 @@ def test_console_bench_corrupt_openvino_xml(tmp_path):
 
 
 def test_bench_model_that_fails_on_generated_inputs(cli, tmp_path):
-    """Dynamic H/W become 1 in synthetic inputs; a 3x3 convolution without padding cannot run on 1x1."""
+    """Dynamic H/W have no safe default: named, never 1x1 in silence; a 3x3 convolution without padding
+    cannot run on the 2x2 given, and the runtime's reason comes with what was fed."""
     from onnx import TensorProto, helper, numpy_helper, save
 
     weight = numpy_helper.from_array(np.ones((1, 1, 3, 3), dtype=np.float32), "w")
@@ -497,8 +498,11 @@ def test_bench_model_that_fails_on_generated_inputs(cli, tmp_path):
     )
     path = tmp_path / "conv.onnx"
     save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    line = assert_one_line_error(cli(["bench", str(path), "--runs", "5"]), 2, str(path), "synthetic (seed 0)")
-    assert "[1, 1, 1, 1]" in line and "h=1, w_dim=1" in line  # the user sees what was guessed
+    assert_one_line_error(cli(["bench", str(path), "--runs", "5"]), 2, str(path), "dimension 2 ('h') is dynamic")
+    line = assert_one_line_error(
+        cli(["bench", str(path), "--shape", "x=1,1,2,2", "--runs", "5"]), 2, str(path), "synthetic (seed 0)"
+    )
+    assert "[1, 1, 2, 2]" in line and "as given" in line  # the user sees what was fed
 
 
 # --------------------------------------------------------------------------------------------------

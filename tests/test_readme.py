@@ -43,6 +43,17 @@ def _fields(cls) -> set[str]:
     return {f.alias or name for name, f in cls.model_fields.items()}
 
 
+def test_inspect_example_follows_the_inspection_schema():
+    from edgepipe.inspection import Inspection
+
+    [example] = _blocks(DOCS["inspect.md"], "json")
+    info = Inspection.model_validate(json.loads(example))
+    documented = {line.split("|")[1] for line in DOCS["inspect.md"].splitlines() if line.startswith("| `")}
+    fields = {f"`{f}`" for f in Inspection.model_fields}
+    assert fields <= {part.strip() for cell in documented for part in cell.split(",")}, "a field is undocumented"
+    assert info.inputs[2].shape == [] and info.details["control_flow"] == ["If"]
+
+
 def test_every_recipe_field_is_in_the_reference():
     from edgepipe.export import BACKENDS, target_class
     from edgepipe.recipe import BenchmarkConfig, GenerationConfig, Recipe

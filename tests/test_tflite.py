@@ -226,3 +226,31 @@ def test_a_model_the_converter_cannot_take_is_a_row_and_the_run_goes_on(tmp_path
     assert rows["tflite-fp32"].status == "unsupported" and "aten.erfinv" in rows["tflite-fp32"].error
     assert rows["openvino-fp32"].status == "ok" and rows["openvino-fp32"].gates.passed
     assert result.unchecked is None and result.gate_failures == []
+
+
+def test_inspect_a_full_integer_and_a_hybrid_file(variants, capsys, tmp_path):
+    """`inspect` reads the flatbuffer: int8 inputs with the scale and zero point the interpreter uses,
+    weights by type, the hybrid flag, and a custom operator by name."""
+    import json
+
+    from edgepipe.cli import main
+    from edgepipe.inspection import Inspection
+    from edgepipe.runtimes import get_runtime
+
+    def inspect(path) -> Inspection:
+        capsys.readouterr()
+        assert main(["inspect", str(path), "--json"]) == 0
+        return Inspection.model_validate(json.loads(capsys.readouterr().out))
+
+    static = inspect(variants["static"].model_file)
+    assert static.format == "tflite" and static.format_version == "schema 3" and static.hybrid is False
+    with get_runtime("litert").load(variants["static"].model_file) as session:
+        expected = session.inputs[0]
+    got = static.inputs[0]
+    assert got.dtype == "int8" and got.quantization is not None and expected.quantization is not None
+    assert got.quantization.scale == pytest.approx(expected.quantization["scale"])
+    assert got.quantization.zero_point == list(expected.quantization["zero_point"])
+    assert static.weights["int8"].count > 0 and "CONV_2D" in static.operators
+    assert inspect(variants["dynamic"].model_file).hybrid is True
+    custom = inspect(_custom_op_model(variants["fp32"].model_file, tmp_path / "custom.tflite"))
+    assert custom.custom_operators == ["MyOp"] and custom.operators["MyOp"] == 1
