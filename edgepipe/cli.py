@@ -192,6 +192,32 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edgepipe.verification import verify_path
+
+    findings = verify_path(args.path)
+    bad = [f for f in findings if not f.ok]
+    if args.json:
+        print(json.dumps([{**vars(f), "ok": f.ok} for f in findings], indent=2))
+    else:
+        for f in findings:
+            what = f"{f.name} ({f.format}, {f.precision})" if f.name else ""
+            if f.partial:
+                print(f"partial  {f.path}: a build a killed run left; runs never read it")
+            elif f.ok:
+                print(f"ok       {what} {f.path}")
+            else:
+                print(f"BAD      {what} {f.path}: {'; '.join(f.problems)}")
+        partial = sum(f.partial for f in findings)
+        total = len(findings) - partial
+        print(f"{total} artifacts: {total - len(bad)} ok, {len(bad)} bad; {partial} partial")
+    if bad:
+        raise InputError(
+            f"{args.path}: {len(bad)} artifact(s) fail verification, first: {bad[0].path}: {bad[0].problems[0]}"
+        )
+    return 0
+
+
 def cmd_bundle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -272,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("model", help=".onnx, .xml (+ .bin), .tflite or .gguf file, or edgepipe artifact folder")
     inspect.add_argument("--json", action="store_true", help="print the inspection as JSON (docs/inspect.md)")
     inspect.set_defaults(func=cmd_inspect)
+
+    verify = sub.add_parser("verify", help="re-check a run's or an artifact's manifests, hashes and readability")
+    verify.add_argument("path", help="run folder, artifacts folder or artifact folder")
+    verify.add_argument("--json", action="store_true", help="print every finding as JSON")
+    verify.set_defaults(func=cmd_verify)
 
     bundle = sub.add_parser(
         "bundle", help="a TFLite Micro bundle (C arrays, op resolver, arena size) of a .tflite model"
