@@ -164,6 +164,7 @@ def pick_registered(data: Any, key: str, registry: Mapping[str, Any], what: str,
     name = data.get(key, default)
     if name is None:
         raise ValueError(f"{key}: Field required (one of: {', '.join(registry)})")
-    if name not in registry:
-        raise ValueError(f"{key}: unknown {what} '{name}' (known: {', '.join(registry)})")
-    return str(name)
+    if not isinstance(name, str) or name not in registry:
+        shown = f"'{name}'" if isinstance(name, str) else f"a {type(name).__name__}"
+        raise ValueError(f"{key}: unknown {what} {shown} (known: {', '.join(registry)})")
+    return name

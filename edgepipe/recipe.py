@@ -185,7 +185,8 @@ class Recipe(Section):
                 out.append(entry)
                 continue
             try:
-                if isinstance(entry, dict) and entry.get("format") in FORMATS and entry["format"] not in BACKENDS:
+                fmt = entry.get("format") if isinstance(entry, dict) else None
+                if isinstance(fmt, str) and fmt in FORMATS and fmt not in BACKENDS:
                     raise ValueError(
                         f"format: '{entry['format']}' is not an export target (targets: {', '.join(BACKENDS)})"
                     )
