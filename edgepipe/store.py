@@ -6,8 +6,10 @@ cache (key = stage + config + parents' hashes + tool versions).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -43,18 +45,56 @@ class StageOutput:
 
 
 _OWNER_FILE = ".owner-pid"
+# A build whose owner cannot be checked from here (another machine or container sharing the folder) is
+# taken for abandoned only after this long.
+FOREIGN_STALE_AFTER_S = 24 * 3600
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 1:  # not a builder we can identify (0, negative, or a container's init)
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _start_ticks(pid: int) -> str:
+    """When the process started (clock ticks since boot, /proc/PID/stat field 22): a reused pid differs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner_record() -> str:
+    """Who is building a temporary folder: pid, host and boot, and the process's start time."""
+    pid = os.getpid()
+    return json.dumps({"pid": pid, "host": socket.gethostname(), "boot": _boot_id(), "start": _start_ticks(pid)})
+
+
+def _owner_alive(record: str, age_s: float) -> bool:
+    """Whether the builder that wrote ``record`` may still be building. A pid is only meaningful on the
+    same host and boot; there it must exist and have started when the record says (pid 1, a container's
+    first process, is a builder like any other). Elsewhere, only age tells."""
+    try:
+        owner = json.loads(record)
+        if isinstance(owner, int):  # written by an older edgepipe on this machine: a bare pid
+            owner = {"pid": owner, "host": socket.gethostname(), "boot": _boot_id()}
+        pid = int(owner["pid"])
+    except (ValueError, TypeError, KeyError):
+        return False
+    if owner.get("host") != socket.gethostname() or owner.get("boot") != _boot_id():
+        return age_s < FOREIGN_STALE_AFTER_S
+    if pid <= 0:
         return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    started = _start_ticks(pid)
+    return not started or not owner.get("start") or started == owner["start"]
 
 
 def _primary(parents: Parents) -> Artifact | None:
@@ -85,17 +125,17 @@ class ArtifactStore:
     def _clean_stale_temporaries(self) -> None:
         # A killed run leaves .tmp-* folders behind. They are never read; one is removed once the
         # process that was building it (its owner file holds the pid) no longer exists.
-        for tmp in self.root.glob(".tmp-*"):
+        for tmp in [*self.root.glob(".tmp-*"), *self.root.glob(".old-*")]:
             try:
-                pid: int | None = int((tmp / _OWNER_FILE).read_text())
-            except (OSError, ValueError):
-                pid = None
-                try:
-                    if time.time() - tmp.stat().st_mtime < 60:  # just created; its owner file may follow
-                        continue
-                except FileNotFoundError:  # another run just renamed or removed it
-                    continue
-            if pid is None or not _alive(pid):
+                age = time.time() - tmp.stat().st_mtime
+                record = (tmp / _OWNER_FILE).read_text()
+            except FileNotFoundError:  # another run just renamed or removed it, or its owner file follows
+                if tmp.exists() and time.time() - tmp.stat().st_mtime >= 60:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                continue
+            except OSError:
+                continue
+            if not _owner_alive(record, age):
                 shutil.rmtree(tmp, ignore_errors=True)
 
     @staticmethod
@@ -145,7 +185,7 @@ class ArtifactStore:
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=self.root))
         shareable_dir(tmp)
         owner = tmp / _OWNER_FILE
-        owner.write_text(str(os.getpid()))
+        owner.write_text(_owner_record())
         primary = _primary(parents)
         try:
             out = build(tmp)
@@ -184,12 +224,18 @@ class ArtifactStore:
                 created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             )
             atomic_write_text(tmp / MANIFEST_NAME, manifest.model_dump_json(indent=2))
+            aside = None
             if final.exists():
-                if not force and (done := verify(final)) is not None:
-                    # A concurrent run of the same stage finished first: share its artifact.
+                done = verify(final)
+                if done is not None and (not force or done.sha256 == manifest.sha256):
+                    # A concurrent run of the same stage finished first, or --force rebuilt the same
+                    # bytes: keep the one in place, which another run may be reading.
                     shutil.rmtree(tmp, ignore_errors=True)
-                    return done, True
-                shutil.rmtree(final, ignore_errors=True)
+                    return done, not force
+                # --force made different bytes (or the one in place is damaged): move it aside in one
+                # rename (a reader holding its files keeps them), put the new one in place, drop the old.
+                aside = self.root / f".old-{final.name}-{os.getpid()}"
+                os.rename(final, aside)
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -199,6 +245,8 @@ class ArtifactStore:
                 shutil.rmtree(tmp, ignore_errors=True)
                 return done, True
             (final / _OWNER_FILE).unlink(missing_ok=True)
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -229,3 +229,38 @@ def test_a_finished_concurrent_build_is_shared_not_replaced(tmp_path, monkeypatc
     assert cached and second.path == first.path
     assert (first.path / "model.bin").read_bytes() == b"weights"
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_who_owns_a_temporary_is_told_by_pid_host_boot_and_start_time(tmp_path, monkeypatch):
+    """pid 1 (a container's first process) is a builder like any other; a reused pid is not the builder;
+    a builder on another machine sharing the folder is trusted until its folder is a day old."""
+    import json as _json
+
+    import edgepipe.store as s
+
+    mine = _json.loads(s._owner_record())
+
+    def record(**change):
+        return _json.dumps({**mine, **change})
+
+    assert s._owner_alive(record(), 0)
+    if os.path.exists("/proc/1/stat"):
+        assert s._owner_alive(record(pid=1, start=s._start_ticks(1)), 0)  # init is alive, and it is ours
+        assert not s._owner_alive(record(pid=1, start="1" + s._start_ticks(1)), 0)  # the pid was reused
+    assert not s._owner_alive(record(pid=999999999), 0)
+    assert s._owner_alive(record(pid=999999999, host="elsewhere"), 3600)
+    assert not s._owner_alive(record(pid=999999999, host="elsewhere"), 2 * s.FOREIGN_STALE_AFTER_S)
+    assert s._owner_alive(str(os.getpid()), 0) and not s._owner_alive("garbage", 0)
+
+
+def test_force_never_deletes_an_artifact_it_rebuilds_identically(tmp_path):
+    """Another run may be reading the artifact in place: --force with the same bytes keeps it (same
+    inode); with other bytes it swaps the folder in one rename and leaves nothing behind."""
+    store = ArtifactStore(tmp_path)
+    first, _ = _build(store, [])
+    inode = (first.path / "model.bin").stat().st_ino
+    again, cached = _build(store, [], force=True)
+    assert not cached and again.path == first.path and (first.path / "model.bin").stat().st_ino == inode
+    changed, _ = _build(store, [], force=True, builder_kw={"payload": b"other weights"})
+    assert changed.path == first.path and (first.path / "model.bin").read_bytes() == b"other weights"
+    assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".old-*"))
