@@ -176,6 +176,9 @@ def describe(path: Path) -> dict[str, Any]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # a protobuf that does not parse
         raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}: {first_line(e)})") from None
+    if not model.ir_version or not (model.graph.node or model.graph.output):
+        # Protobuf parses an empty file, and many a random one, as an empty message.
+        raise InputError(f"{path}: not an ONNX model (no IR version or no graph)")
     inputs, outputs = read_io_spec(path)
     nodes = list(_nodes(model.graph))
     ops = Counter(n.op_type if n.domain in STANDARD_DOMAINS else f"{n.domain}.{n.op_type}" for n in nodes)

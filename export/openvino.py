@@ -103,6 +103,9 @@ def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 def _save(model: Any, out_dir: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     import openvino as ov
 
+    # A fixed name: OpenVINO's default ("Model44") counts models made in this process, so the same model
+    # would give other bytes depending on what was converted before it.
+    model.set_friendly_name("model")
     # save_model compresses weights to FP16 unless told not to: an "FP32" IR must stay FP32.
     ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=False)
     return read_io_spec(out_dir / MODEL_FILE)

@@ -28,15 +28,20 @@ def _spec(port: Any) -> TensorSpec:
 
 def describe(path: Path) -> dict[str, Any]:
     """What an IR holds. The .bin must lie beside the .xml; the reader's own message otherwise."""
-    import openvino as ov
 
     weights_file = path.with_suffix(".bin")
     if not weights_file.is_file():
         raise InputError(f"{path}: its weights file {weights_file.name} is missing next to it")
     head = path.read_bytes()[:4096].decode(errors="replace")
     version = re.search(r"<net\b[^>]*\bversion=\"(\d+)\"", head)
+    if version is None:  # read_model would try every frontend (ONNX, TensorFlow, ...) on it
+        raise InputError(f"{path}: not an OpenVINO IR (no <net version=...> root element)")
+    from edgepipe.runtimes.openvino_runtime import read_model
+
     try:
-        model = ov.Core().read_model(str(path))
+        model = read_model(path)  # the IR frontend alone
+    except InputError:
+        raise
     except Exception as e:
         raise InputError(f"{path}: OpenVINO cannot read this IR: {first_line(e)}") from None
     ops = Counter(op.get_type_name() for op in model.get_ordered_ops() if op.get_type_name() not in _NOT_OPERATORS)
@@ -49,7 +54,7 @@ def describe(path: Path) -> dict[str, Any]:
             entry["bytes"] += int(op.get_byte_size())
     integer_weights = any(k in weights for k in ("i8", "u8", "i4", "u4", "nf4"))
     return {
-        "format_version": f"IR v{version.group(1) if version else '?'}",
+        "format_version": f"IR v{version.group(1)}",
         "inputs": [_spec(p) for p in model.inputs],
         "outputs": [_spec(p) for p in model.outputs],
         "operators": dict(sorted(ops.items())),

@@ -140,10 +140,30 @@ def _tensor_spec(model: Any, graph: Any, index: int, types: dict[int, str]) -> T
     return TensorSpec(name=name, shape=shape, dtype=dtype, quantization=quantization)
 
 
+def _verify(path: Path, buf: bytes) -> None:
+    """LiteRT's own flatbuffer verifier (run when an interpreter is built; nothing is allocated or run):
+    it checks every offset, where the Python reader follows only those it reads. A model whose operators
+    the interpreter lacks still verifies: only a verifier failure is an error here."""
+    from edgepipe.capture import captured_output
+    from edgepipe.runtimes.litert_runtime import _interpreter_module
+
+    try:
+        mod = _interpreter_module()
+    except ImportError:  # no interpreter here: the schema's reading stands alone
+        return
+    with captured_output():
+        try:
+            mod.Interpreter(model_content=buf)
+        except Exception as e:
+            if "flatbuffer" in str(e).lower():
+                raise InputError(f"{path}: a corrupt TFLite model ({first_line(e)})") from None
+
+
 def describe(path: Path) -> dict[str, Any]:
     """What a .tflite file holds, read from its flatbuffer (no interpreter): the first subgraph's inputs
     and outputs with their quantization, operators with custom ones by name, weights by type."""
-    _, model = load_model(path)
+    buf, model = load_model(path)
+    _verify(path, buf)
     summary = summarize(path)
     types = _names(_schema().TensorType)
     graph = model.Subgraphs(0)
