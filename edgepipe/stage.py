@@ -54,7 +54,14 @@ class StageKind:
 
 
 _TORCH = ("edgepipe", "torch", "numpy", "safetensors")
-_MODEL_CODE = ("edgepipe.models", "edgepipe.store", "edgepipe.stage")
+_MODEL_CODE = (
+    "edgepipe.models",
+    "edgepipe.store",
+    "edgepipe.artifact",
+    "edgepipe.files",
+    "edgepipe.stage",
+    "edgepipe.chain",
+)
 
 SOURCES: dict[str, StageKind] = {
     "train": StageKind(

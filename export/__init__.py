@@ -34,7 +34,12 @@ class FormatBackend:
     post_tools: tuple[str, ...] = ()
 
 
-_COMMON_CODE = ("edgepipe.store", "edgepipe.stage", "edgepipe.tensors", "edgepipe.tasks", "edgepipe.text")
+# Code that changes what any export or quantization writes: the store and manifests, the stage plumbing, the
+# chain that builds each step's config, specs, tasks and text.
+_COMMON_CODE = (
+    "edgepipe.store", "edgepipe.artifact", "edgepipe.files", "edgepipe.stage", "edgepipe.chain", "edgepipe.tensors",
+    "edgepipe.tasks", "edgepipe.text",
+)  # fmt: skip
 
 BACKENDS: dict[str, FormatBackend] = {
     "onnx": FormatBackend(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -100,12 +101,23 @@ def read_io_spec(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     )
 
 
+def _stable_names(model: Any) -> None:
+    """OpenVINO names the model ("Model44") and the layers it creates ("Reshape_2812") from process-wide
+    counters, so the same model would be saved as other bytes depending on what this process converted
+    before (a rerun that finds the FP32 IR cached quantizes it with other names). Generated names are
+    renumbered in graph order."""
+    model.set_friendly_name("model")
+    counter = 0
+    for op in model.get_ordered_ops():  # the inputs' and outputs' tensor names are not friendly names
+        if found := re.fullmatch(r"([A-Za-z][A-Za-z0-9]*)_\d+", op.get_friendly_name()):
+            op.set_friendly_name(f"{found.group(1)}_g{counter}")
+            counter += 1
+
+
 def _save(model: Any, out_dir: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     import openvino as ov
 
-    # A fixed name: OpenVINO's default ("Model44") counts models made in this process, so the same model
-    # would give other bytes depending on what was converted before it.
-    model.set_friendly_name("model")
+    _stable_names(model)
     # save_model compresses weights to FP16 unless told not to: an "FP32" IR must stay FP32.
     ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=False)
     return read_io_spec(out_dir / MODEL_FILE)
