@@ -120,7 +120,7 @@ def main() -> int:
     print(f"uninterrupted run: {m['uninterrupted_s']:.1f} s; kills at seeded moments in it (seed {args.seed})")
     for t in m["trials"]:
         verdict = "identical" if t["identical"] else f"DIFFERS: {', '.join(t['differ'])}"
-        print(f"  kill at {t['delay_s']:5.1f} s during {t['killed_at'][:70]:<70} -> rerun {verdict}")
+        print(f"  kill at {t['delay_s']:5.1f} s, last line {t['killed_at'][:70]:<70} -> rerun {verdict}")
     trials = m["trials"]
     print(
         f"kills tried: {len(trials)}; corrupt artifacts reused: {sum(t['corrupt_reused'] for t in trials)} (goal 0); "
