@@ -292,7 +292,7 @@ def benchmark(
                 generated.add(point.threads)
                 speed = _generation(session, generation, seed)
             stats = LatencyStats.model_validate(latency_stats(samples))
-            batch = len(next(iter(feeds[0].values()))) if feeds[0] else point.batch_size
+            batch = next((len(a) for a in feeds[0].values() if a.ndim), point.batch_size)  # a scalar has none
             rows.append(
                 ResultRow(
                     artifact=ref

@@ -43,9 +43,9 @@ def concrete_shape(
         name = str(dim)
         if named and name in named and name != "?":
             value = named[name]
-        elif axis == 0:
+        elif axis == 0 and (len(spec.shape) > 1 or not _is_sequence(spec, axis, name)):
             value = batch
-        elif _is_sequence(spec, axis, name):
+        elif _is_sequence(spec, axis, name):  # a 1-D input named like a sequence is one
             value = sequence_length or DEFAULT_SEQUENCE_LENGTH
         else:
             example = ",".join(

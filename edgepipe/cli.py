@@ -95,14 +95,12 @@ def _parity(rows: list[Any], outputs: list[list[Any] | None]) -> None:
             continue
         diff = float("nan")
         if [np.shape(a) for a in got] == [np.shape(a) for a in reference]:
-            diff = max(
-                (
-                    float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-                    for a, b in zip(got, reference, strict=True)
-                    if np.size(a)
-                ),
-                default=0.0,
-            )
+            diffs = [
+                float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+                for a, b in zip(got, reference, strict=True)
+                if np.size(a)
+            ]
+            diff = float("nan") if any(np.isnan(diffs)) else max(diffs, default=0.0)  # NaN anywhere stays NaN
         row.parity = {"max_abs_diff_vs_first": diff}
 
 
@@ -120,9 +118,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     shapes, given = parse_shapes(args.shape or []), load_inputs(args.input or [])
     text = None if args.text is None else read_text(args.text)
     rows, outputs = [], []
+    first: InputChoice | None = None  # what the first runtime was fed: every later one gets exactly that
     for runtime in runtimes:
         out = Path(args.save_outputs) / runtime if args.save_outputs and len(runtimes) > 1 else args.save_outputs
         choice = InputChoice(shapes=shapes, given=given, outputs_dir=Path(out) if out else None)
+        if first is not None and first.feeds is not None:
+            choice.shapes, choice.given = {}, {n: (a, f"the {runtimes[0]} run's input") for n, a in first.feeds.items()}
         rows.append(
             benchmark_model(
                 args.model,
@@ -140,6 +141,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             )
         )
         outputs.append(choice.outputs)
+        first = first or choice
     _parity(rows, outputs)
     environment = describe_environment()
     if args.json:
@@ -203,7 +205,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         for f in findings:
             what = f"{f.name} ({f.format}, {f.precision})" if f.name else ""
             if f.partial:
-                print(f"partial  {f.path}: a build a killed run left; runs never read it")
+                print(f"partial  {f.path}: a build not finished (or being replaced); runs never read it")
             elif f.ok:
                 print(f"ok       {what} {f.path}")
             else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -234,7 +235,7 @@ class ArtifactStore:
                     return done, not force
                 # --force made different bytes (or the one in place is damaged): move it aside in one
                 # rename (a reader holding its files keeps them), put the new one in place, drop the old.
-                aside = self.root / f".old-{final.name}-{os.getpid()}"
+                aside = self.root / f".old-{final.name}-{os.getpid()}-{secrets.token_hex(4)}"
                 os.rename(final, aside)
             try:
                 os.rename(tmp, final)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edgepipe.artifact import read_manifest
 from edgepipe.errors import InputError, first_line
-from edgepipe.files import sha256_file
+from edgepipe.files import content_sha256, sha256_file
 from edgepipe.formats import MANIFEST_NAME
 
 
@@ -23,7 +23,7 @@ class Finding:
     format: str | None = None
     precision: str | None = None
     problems: list[str] = field(default_factory=list)
-    partial: bool = False  # a .tmp-* folder: a build that never finished
+    partial: bool = False  # a .tmp-* or .old-* folder: a build not finished, or one --force is replacing
 
     @property
     def ok(self) -> bool:
@@ -73,6 +73,14 @@ def check_artifact(folder: Path) -> Finding:
         if f.is_file() and f.name != MANIFEST_NAME and str(f.relative_to(folder)) not in listed
     )
     found.problems += [f"{name}: not in the manifest" for name in extra]
+    if not found.problems:  # the manifest's own identity: what results rows and children's lineage cite
+        model_files = [
+            (e.path, e.sha256) for e in manifest.files if e.path not in manifest.preprocessing.get("files", [])
+        ]
+        if content_sha256(model_files or [(e.path, e.sha256) for e in manifest.files]) != manifest.sha256:
+            found.problems.append("manifest.json: its sha256 is not the hash of its model files")
+        if sum(e.size_bytes for e in manifest.files) != manifest.size_bytes:
+            found.problems.append("manifest.json: its size_bytes is not the sum of its files")
     if not found.problems and (reason := _readable(folder / manifest.primary, manifest.format)):
         found.problems.append(f"does not read as {manifest.format}: {reason}")
     return found
@@ -90,7 +98,7 @@ def verify_path(path: str | Path) -> list[Finding]:
     store = p / "artifacts" if (p / "artifacts").is_dir() else p
     findings = []
     for folder in sorted(d for d in store.iterdir() if d.is_dir()):
-        if folder.name.startswith(".tmp-"):
+        if folder.name.startswith((".tmp-", ".old-")):  # a build not finished, or one --force is replacing
             findings.append(Finding(str(folder), partial=True))
         elif (folder / MANIFEST_NAME).is_file() or (store.name == "artifacts" and any(folder.iterdir())):
             findings.append(check_artifact(folder))  # in a store, a folder without its manifest is damaged

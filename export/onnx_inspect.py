@@ -179,7 +179,10 @@ def describe(path: Path) -> dict[str, Any]:
     if not model.ir_version or not (model.graph.node or model.graph.output):
         # Protobuf parses an empty file, and many a random one, as an empty message.
         raise InputError(f"{path}: not an ONNX model (no IR version or no graph)")
-    inputs, outputs = read_io_spec(path)
+    try:
+        inputs, outputs = read_io_spec(path)
+    except (ValueError, UnicodeDecodeError) as e:  # pydantic's ValidationError is a ValueError: names not text
+        raise InputError(f"{path}: a corrupt ONNX model (its inputs or outputs do not read: {first_line(e)})") from None
     nodes = list(_nodes(model.graph))
     ops = Counter(n.op_type if n.domain in STANDARD_DOMAINS else f"{n.domain}.{n.op_type}" for n in nodes)
     custom = sorted({f"{n.domain}.{n.op_type}" for n in nodes if n.domain not in STANDARD_DOMAINS})

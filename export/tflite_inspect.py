@@ -46,6 +46,17 @@ def load_model(path: Path) -> tuple[bytes, Any]:
                 tensor = graph.Tensors(t)
                 if not 0 <= tensor.Buffer() < max(model.BuffersLength(), 1):
                     raise ValueError(f"tensor {t} points at buffer {tensor.Buffer()} of {model.BuffersLength()}")
+            count = graph.TensorsLength()
+            used = [graph.Inputs(k) for k in range(graph.InputsLength())]
+            used += [graph.Outputs(k) for k in range(graph.OutputsLength())]
+            for o in range(graph.OperatorsLength()):
+                op = graph.Operators(o)
+                used += [op.Inputs(k) for k in range(op.InputsLength())]
+                used += [op.Outputs(k) for k in range(op.OutputsLength())]
+                if not 0 <= op.OpcodeIndex() < model.OperatorCodesLength():
+                    raise ValueError(f"operator {o} has opcode {op.OpcodeIndex()} of {model.OperatorCodesLength()}")
+            if bad := [t for t in used if not -1 <= t < count]:  # -1: an optional input left out
+                raise ValueError(f"subgraph {i} refers to tensor {bad[0]} of {count}")
         for b in range(model.BuffersLength()):
             buffer = model.Buffers(b)
             if buffer.Offset() and buffer.Offset() + buffer.Size() > len(buf):

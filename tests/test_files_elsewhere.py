@@ -129,6 +129,32 @@ def test_several_runtimes_on_identical_inputs_with_parity(capsys, files):
     assert rows[0]["parity"] is None
     assert rows[1]["parity"]["max_abs_diff_vs_first"] <= 1e-6
     assert "max diff vs first" in _stdout(capsys, args)
+    # --shape fixes `batch` by name for onnxruntime; OpenVINO has no dimension names: it still gets the same arrays
+    rows = json.loads(_stdout(capsys, [*args[:6], "--shape", "a=2,4", "--json"]))
+    assert (
+        rows[1]["parity"]["max_abs_diff_vs_first"] == 0.0 and "the onnxruntime run's input" in rows[1]["input_source"]
+    )
+
+
+def test_a_scalar_first_input_and_a_one_dimensional_sequence(capsys, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["sr"], ["f"], to=TensorProto.FLOAT), helper.make_node("Mul", ["a", "f"], ["y"]),
+         helper.make_node("Cast", ["tokens"], ["t"], to=TensorProto.FLOAT)],
+        "g",
+        [helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+         helper.make_tensor_value_info("a", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("tokens", TensorProto.INT64, ["sequence_length"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("t", TensorProto.FLOAT, ["sequence_length"])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    row = json.loads(_stdout(capsys, ["bench", str(tmp_path / "m.onnx"), "--runs", "3", "--seq-len", "24", "--json"]))
+    assert row["batch_size"] == 1 and "sequence_length=24" in row["input_source"]
 
 
 def test_inspect_reads_every_input_output_operator_and_subgraph(capsys, files):

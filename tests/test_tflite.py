@@ -254,3 +254,16 @@ def test_inspect_a_full_integer_and_a_hybrid_file(variants, capsys, tmp_path):
     assert inspect(variants["dynamic"].model_file).hybrid is True
     custom = inspect(_custom_op_model(variants["fp32"].model_file, tmp_path / "custom.tflite"))
     assert custom.custom_operators == ["MyOp"] and custom.operators["MyOp"] == 1
+
+
+def test_a_tensor_index_outside_the_model_is_refused_before_any_native_reader(variants, tmp_path, cli_run):
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    model = fbu.read_model(str(variants["fp32"].model_file))
+    model.subgraphs[0].operators[0].inputs[0] = 10**8
+    fbu.write_model(model, str(tmp_path / "bad.tflite"))
+    for verb in ("inspect", "bench"):
+        code, line = cli_run([verb, str(tmp_path / "bad.tflite")])
+        assert code == 2 and line.startswith(f"edgepipe: error: {tmp_path / 'bad.tflite'}: a truncated or corrupt"), (
+            line
+        )
