@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.artifact import Manifest, read_manifest, resolve_model_path
+from edgepipe.artifact import Manifest, artifact_sha256, read_manifest, resolve_model_path
 from edgepipe.benchmarks.generation import GenerationPoint, generation_stats, prompt_for, text_evaluation
 from edgepipe.benchmarks.inputs import InputChoice, described, save_outputs, synthetic_feeds
 from edgepipe.benchmarks.stats import latency_stats
@@ -67,17 +67,19 @@ def manifest_of(path: Path) -> Manifest | None:
         manifest = read_manifest(path.parent)
     except InputError:
         return None
-    model_files = [f.path for f in manifest.files if f.path not in manifest.preprocessing.get("files", [])]
-    if manifest.primary != path.name or not all((path.parent / f).is_file() for f in model_files):
+    preprocessing = manifest.preprocessing.get("files", [])
+    model_files = [f for f in manifest.files if f.path not in preprocessing]
+    if manifest.primary != path.name or not all((path.parent / f.path).is_file() for f in model_files):
         return None
-    sha = content_sha256([(f, sha256_file(path.parent / f)) for f in model_files])
-    return manifest if sha == manifest.sha256 else None
+    on_disk = [f.model_copy(update={"sha256": sha256_file(path.parent / f.path)}) for f in model_files]
+    return manifest if artifact_sha256(on_disk, {}) == manifest.sha256 else None
 
 
-def describe_file(path: Path, format: str) -> ArtifactRef:
+def describe_file(path: Path, format: str, manifest: Manifest | None = None) -> ArtifactRef:
     """The ``artifact`` block of a results row for a model file: named, with its precision and parent,
-    when it is the model of an edgepipe artifact folder; a bare file counts with its side files."""
-    if manifest := manifest_of(path):
+    when it is the model of an edgepipe artifact folder (``manifest``, from ``manifest_of``); a bare file
+    counts with its side files."""
+    if manifest is not None:
         return ArtifactRef(
             name=manifest.name,
             format=format,
@@ -93,10 +95,10 @@ def describe_file(path: Path, format: str) -> ArtifactRef:
     return ArtifactRef(format=format, path=str(path), size_bytes=sum(f.stat().st_size for f in files), sha256=sha)
 
 
-def _known_inputs(path: Path) -> list[TensorSpec]:
+def _known_inputs(path: Path, manifest: Manifest | None) -> list[TensorSpec]:
     """What is known about the inputs beyond the runtime's view: value ranges from the artifact's manifest,
     or for a bare ONNX file the sizes of the embedding tables its integer inputs index."""
-    if manifest := manifest_of(path):
+    if manifest is not None:
         return list(manifest.inputs)
     if path.suffix.lower() == ".onnx":
         from edgepipe.export.onnx_inspect import index_ranges
@@ -235,8 +237,8 @@ def benchmark(
     if fmt not in rt.formats:
         raise InputError(f"{path}: format '{fmt}' cannot run on runtime '{runtime}' (it runs: {', '.join(rt.formats)})")
     rt.require()
-    ref = artifact or describe_file(path, fmt)
-    manifest = manifest_of(path)
+    manifest = manifest_of(path)  # hashes the model's files: once per benchmark
+    ref = artifact or describe_file(path, fmt, manifest)
     limit = manifest.preprocessing.get("max_length") if manifest else None
     if limit and (too_long := [p.sequence_length for p in points if (p.sequence_length or 0) > limit]):
         raise InputError(f"{path}: sequence length {too_long[0]} is longer than the model's maximum {limit}")
@@ -251,7 +253,7 @@ def benchmark(
             if point.threads not in sessions:
                 sessions[point.threads] = _load(path, runtime, device, point.threads, options)
             session, load_ms = sessions[point.threads]
-            known = _known_inputs(path) if known is None else known
+            known = _known_inputs(path, manifest) if known is None else known
             specs = with_ranges(session.inputs, known)
             if point.feeds:
                 feeds, source = [c for f in point.feeds for c in for_session(session, f)], "evaluation data"

@@ -16,12 +16,7 @@ import numpy as np
 from edgepipe.benchmarks.hostile_files import (
     Bases,
     build_bases,
-    gguf_reads,
-    ir_reads,
-    native_stderr_silenced,
-    onnx_reads,
-    structure_end,
-    tflite_reads,
+    flipped,
 )
 
 BAD_INPUT, UNAVAILABLE = 2, 3
@@ -49,45 +44,6 @@ class Case:
         return " ".join(["edgepipe", *self.argv])
 
 
-def _flip(data: bytes, at: int, width: int = 4) -> bytes:
-    out = bytearray(data)
-    for i in range(at, min(at + width, len(out))):
-        out[i] ^= 0xFF
-    return bytes(out)
-
-
-def _flipped(fmt: str, data: bytes, where: str, bases: Bases) -> bytes:
-    """``data`` with four bytes inverted at the first candidate position that makes the format's own reader
-    refuse the file (flipped weights are still a valid model). Middle: n/2, n/3, 2n/3, then further
-    points, n the size of the file (of its structure for a GGUF); header: the format's own header fields."""
-    reads = {"onnx": onnx_reads, "ir": ir_reads, "tflite": tflite_reads, "gguf": gguf_reads}[fmt]
-    if where == "middle":
-        n = structure_end(fmt, data, bases)
-        candidates = [n // 2, n // 3, 2 * n // 3, *(n * k // 16 for k in range(4, 13))]
-    else:
-        candidates = {
-            "onnx": [0],  # the first field's tag: an invalid wire type
-            "ir": [data.find(b"<net") + 1, 1],  # the root element's tag
-            "tflite": [0, 4],  # the root table offset, then the TFL3 identifier
-            "gguf": [24, 4],  # the first metadata key's length, then the version
-        }[fmt]
-    for at in candidates:
-        damaged = _flip(data, at)
-        with native_stderr_silenced():
-            refused = not reads(damaged, bases)
-        if refused:
-            return damaged
-    raise RuntimeError(f"{fmt}: no candidate flip ({where}) gives a file its reader refuses: {candidates}")
-
-
-# --------------------------------------------------------------------------------------------------
-# The cases. Each maker gets the case's empty folder and the base files, copies in what it needs and
-# returns the command line.
-# --------------------------------------------------------------------------------------------------
-
-Maker = Callable[[Path, Bases], Case]
-
-
 def _model_files(fmt: str, bases: Bases) -> tuple[Path, Path | None]:
     """The model file of a format, and the IR's .bin."""
     return {
@@ -106,6 +62,14 @@ def verb_args(verb: str, path: Path) -> tuple[str, ...]:
     return (verb, str(path), *BENCH_ARGS) if verb == "bench" else (verb, str(path))
 
 
+# --------------------------------------------------------------------------------------------------
+# The cases. Each maker gets the case's empty folder and the base files, copies in what it needs and
+# returns the command line.
+# --------------------------------------------------------------------------------------------------
+
+Maker = Callable[[Path, Bases], Case]
+
+
 def _damaged(fmt: str, damage: str, verb: str) -> Maker:
     def make(cwd: Path, bases: Bases) -> Case:
         source, weights = _model_files(fmt, bases)
@@ -113,7 +77,7 @@ def _damaged(fmt: str, damage: str, verb: str) -> Maker:
         if damage == "truncated":
             bad = data[: len(data) // 3]
         elif damage.startswith("flipped-"):
-            bad = _flipped(fmt, data, damage.removeprefix("flipped-"), bases)
+            bad = flipped(fmt, data, damage.removeprefix("flipped-"), bases)
         elif damage == "empty":
             bad = b""
         else:

@@ -226,3 +226,34 @@ def native_stderr_silenced() -> Iterator[None]:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def _flip(data: bytes, at: int, width: int = 4) -> bytes:
+    out = bytearray(data)
+    for i in range(at, min(at + width, len(out))):
+        out[i] ^= 0xFF
+    return bytes(out)
+
+
+def flipped(fmt: str, data: bytes, where: str, bases: Bases) -> bytes:
+    """``data`` with four bytes inverted at the first candidate position that makes the format's own reader
+    refuse the file (flipped weights are still a valid model). Middle: n/2, n/3, 2n/3, then further
+    points, n the size of the file (of its structure for a GGUF); header: the format's own header fields."""
+    reads = {"onnx": onnx_reads, "ir": ir_reads, "tflite": tflite_reads, "gguf": gguf_reads}[fmt]
+    if where == "middle":
+        n = structure_end(fmt, data, bases)
+        candidates = [n // 2, n // 3, 2 * n // 3, *(n * k // 16 for k in range(4, 13))]
+    else:
+        candidates = {
+            "onnx": [0],  # the first field's tag: an invalid wire type
+            "ir": [data.find(b"<net") + 1, 1],  # the root element's tag
+            "tflite": [0, 4],  # the root table offset, then the TFL3 identifier
+            "gguf": [24, 4],  # the first metadata key's length, then the version
+        }[fmt]
+    for at in candidates:
+        damaged = _flip(data, at)
+        with native_stderr_silenced():
+            refused = not reads(damaged, bases)
+        if refused:
+            return damaged
+    raise RuntimeError(f"{fmt}: no candidate flip ({where}) gives a file its reader refuses: {candidates}")

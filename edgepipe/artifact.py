@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
 from edgepipe.errors import InputError
-from edgepipe.files import sha256_file
+from edgepipe.files import content_sha256, sha256_file
 from edgepipe.formats import MANIFEST_NAME
 from edgepipe.tensors import TensorSpec
 
@@ -108,6 +108,13 @@ class Artifact:
     def file(self, name: str) -> Path:
         """A file of this artifact by its manifest path."""
         return self.path / _inside_folder(name)
+
+
+def artifact_sha256(entries: list[FileEntry], preprocessing: dict[str, Any]) -> str:
+    """An artifact's identity: the hash of its model files (a tokenizer travelling beside them is not the
+    model; an artifact of preprocessing files only counts them all)."""
+    model = [e for e in entries if e.path not in preprocessing.get("files", [])] or entries
+    return content_sha256([(e.path, e.sha256) for e in model])
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -117,13 +117,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     options = _bench_options(args, runtimes)
     shapes, given = parse_shapes(args.shape or []), load_inputs(args.input or [])
     text = None if args.text is None else read_text(args.text)
-    rows, outputs = [], []
-    first: InputChoice | None = None  # what the first runtime was fed: every later one gets exactly that
+    rows, choices = [], list[InputChoice]()
     for runtime in runtimes:
         out = Path(args.save_outputs) / runtime if args.save_outputs and len(runtimes) > 1 else args.save_outputs
         choice = InputChoice(shapes=shapes, given=given, outputs_dir=Path(out) if out else None)
-        if first is not None and first.feeds is not None:
-            choice.shapes, choice.given = {}, {n: (a, f"the {runtimes[0]} run's input") for n, a in first.feeds.items()}
+        if choices and choices[0].feeds is not None:  # identical inputs: the arrays the first runtime was fed
+            fed = choices[0].feeds.items()
+            choice = InputChoice(
+                given={n: (a, f"the {runtimes[0]} run's input") for n, a in fed}, outputs_dir=choice.outputs_dir
+            )
         rows.append(
             benchmark_model(
                 args.model,
@@ -140,9 +142,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 inputs=choice,
             )
         )
-        outputs.append(choice.outputs)
-        first = first or choice
-    _parity(rows, outputs)
+        choices.append(choice)
+    _parity(rows, [c.outputs for c in choices])
     environment = describe_environment()
     if args.json:
         dicts = [{**row.to_dict(), "environment": environment} for row in rows]

@@ -107,7 +107,7 @@ def _jobs(
     jobs = []
     for art in artifacts:
         m = art.manifest
-        ref = describe_file(art.model_file, m.format).model_copy(update={"name": m.name, "precision": m.precision})
+        ref = describe_file(art.model_file, m.format, m)  # the store verified it: its manifest is the truth
         for runtime in dict.fromkeys([default_runtime(m.format), *b.runtimes.get(m.format, [])]):
             for device in b.devices:
                 jobs.append(

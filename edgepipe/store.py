@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edgepipe.artifact import SCHEMA_VERSION, Artifact, FileEntry, Lineage, Manifest, Parent, verify
-from edgepipe.files import atomic_write_text, content_sha256, sha256_file, sha256_json, shareable_dir
+from edgepipe.artifact import SCHEMA_VERSION, Artifact, FileEntry, Lineage, Manifest, Parent, artifact_sha256, verify
+from edgepipe.files import atomic_write_text, sha256_file, sha256_json, shareable_dir
 from edgepipe.formats import MANIFEST_NAME
 from edgepipe.tensors import TensorSpec
 
@@ -197,14 +197,13 @@ class ArtifactStore:
             entries = [
                 FileEntry(path=n, size_bytes=(tmp / n).stat().st_size, sha256=sha256_file(tmp / n)) for n in names
             ]
-            model_files = [(e.path, e.sha256) for e in entries if e.path not in preprocessing.get("files", [])]
             manifest = Manifest(
                 name=name,
                 format=out.format,
                 precision=out.precision,
                 primary=out.primary,
                 files=entries,
-                sha256=content_sha256(model_files or [(e.path, e.sha256) for e in entries]),
+                sha256=artifact_sha256(entries, preprocessing),
                 size_bytes=sum(e.size_bytes for e in entries),
                 inputs=out.inputs,
                 outputs=out.outputs,

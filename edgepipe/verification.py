@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgepipe.artifact import read_manifest
+from edgepipe.artifact import artifact_sha256, read_manifest
 from edgepipe.errors import InputError, first_line
-from edgepipe.files import content_sha256, sha256_file
+from edgepipe.files import sha256_file
 from edgepipe.formats import MANIFEST_NAME
 
 
@@ -74,10 +74,7 @@ def check_artifact(folder: Path) -> Finding:
     )
     found.problems += [f"{name}: not in the manifest" for name in extra]
     if not found.problems:  # the manifest's own identity: what results rows and children's lineage cite
-        model_files = [
-            (e.path, e.sha256) for e in manifest.files if e.path not in manifest.preprocessing.get("files", [])
-        ]
-        if content_sha256(model_files or [(e.path, e.sha256) for e in manifest.files]) != manifest.sha256:
+        if artifact_sha256(manifest.files, manifest.preprocessing) != manifest.sha256:
             found.problems.append("manifest.json: its sha256 is not the hash of its model files")
         if sum(e.size_bytes for e in manifest.files) != manifest.size_bytes:
             found.problems.append("manifest.json: its size_bytes is not the sum of its files")
