@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, str] = {
     "cnn": "edgepipe.models.cnn",
     "llama": "edgepipe.models.llama",
+    "vit": "edgepipe.models.vit",
 }
 
 # module spec "builder" -> "module:function(spec, artifact_folder) -> torch.nn.Module"

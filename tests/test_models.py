@@ -115,3 +115,32 @@ def test_weights_that_do_not_fit_the_module_are_refused(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(InputError, match="not a valid safetensors file"):
         load_weights(other, tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_exports_to_onnx_and_openvino_and_agrees_with_torch(family, tmp_path):
+    """A new family gets this for free: its example model, with a dynamic batch (and sequence), through
+    torch.onnx (dynamo) and OpenVINO's converter, run at two batch sizes against torch."""
+    import onnxruntime as ort
+    import openvino as ov
+
+    module = importlib.import_module(FAMILIES[family])
+    io = _io(family)
+    spec = zoo_spec(family, module.Params.model_validate(module.EXAMPLE_PARAMS).model_dump(), io)
+    torch.manual_seed(0)
+    model = build_module(spec, tmp_path).eval()
+    x = _example(io)
+    dims = {0: torch.export.Dim("batch", min=1, max=64)}
+    if x.dtype == torch.int64:
+        dims[1] = torch.export.Dim("sequence", min=2, max=64)
+    torch.onnx.export(model, (x,), str(tmp_path / "m.onnx"), dynamo=True, dynamic_shapes=({**dims},), verbose=False)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    compiled = ov.Core().compile_model(
+        ov.convert_model(model, example_input=(x,)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
+    )
+    for batch in (x[:1], torch.cat([x, x, x])[:3]):
+        with torch.inference_mode():
+            expected = model(batch).numpy()
+        got_ort = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+        got_ov = compiled(batch.numpy())[0]
+        assert np.abs(got_ort - expected).max() < 1e-4 and np.abs(got_ov - expected).max() < 1e-4
