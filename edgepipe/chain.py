@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgepipe.artifact import Artifact
-from edgepipe.configs import SourceConfig
+from edgepipe.configs import QuantizeConfig, SourceConfig
 from edgepipe.environment import code_fingerprint, package_versions
 from edgepipe.errors import EdgepipeError, UnavailableError, UnsupportedModel, first_line, root_cause
 from edgepipe.recipe import Recipe
+from edgepipe.search import quantize_to_bar
 from edgepipe.stage import SOURCES, STAGES, StageContext, StageKind
 from edgepipe.store import ArtifactStore, Parents, StageOutput
 
@@ -54,6 +55,11 @@ def _counted(output: StageOutput, source: Artifact) -> StageOutput:
     if "parameters" in source.manifest.model:
         output.model.setdefault("parameters", source.manifest.model["parameters"])
     return output
+
+
+def _bar(config: QuantizeConfig, ctx: StageContext) -> dict[str, Any] | None:
+    """The gates a quantize step's search holds its result to (part of its cache key)."""
+    return ctx.gates.model_dump(mode="json") if config.search and ctx.gates is not None else None
 
 
 def run_stage(store: ArtifactStore, ctx: StageContext, label: str, force: bool, **kwargs: Any) -> Artifact:
@@ -198,11 +204,12 @@ def build_targets(recipe: Recipe, ctx: StageContext, model: Artifact, store: Art
                 target.format,
                 label=f"quantize {name}",
                 stage="quantize",
-                # The task's config and data decide the calibration set (its split, sizes, lengths).
-                config={**q.model_dump(mode="json"), "task": ctx.task.describe()},
+                # The task's config and data decide the calibration set (its split, sizes, lengths), and
+                # its gates the bar the search holds the result to.
+                config={**q.model_dump(mode="json"), "task": ctx.task.describe(), "bar": _bar(q, ctx)},
                 parents={"model": fp32},
                 tools={**package_versions(("edgepipe", *entry.quantize_tools)), "code": code},
-                build=lambda out, m=module, q=q, p=fp32: m.quantize({"model": p}, q, out, ctx),
+                build=lambda out, m=module, q=q, p=fp32: quantize_to_bar(m.quantize, {"model": p}, q, out, ctx),
             )
             made += [variant] if variant is not None else []
         artifacts += made

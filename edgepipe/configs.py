@@ -11,11 +11,11 @@ Nothing here imports torch or any runtime: a recipe validates on a machine witho
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, SerializeAsAny, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -57,9 +57,19 @@ class StageConfig(Section):
 
 
 class QuantizeConfig(Section):
-    """Base of every post-training quantizer's config. Subclasses name the tool's own options."""
+    """Base of every post-training quantizer's config. Subclasses name the tool's own options, and the
+    alternatives to try when this configuration misses the task's quality gates (``edgepipe.search``)."""
 
     method: str
+    search: bool = Field(
+        True, description="when the result misses the task's gates, try the tool's other options (edgepipe.search)"
+    )
+
+    def alternatives(self, parent: Any, ctx: Any) -> Iterator[QuantizeConfig]:
+        """Other configurations of the same tool to try, in order, when this one misses the bar: each a
+        copy of this config with some of the tool's options changed. A generator: whatever it needs to
+        rank (a model's layers) is computed only when the requested configuration has failed."""
+        return iter(())
 
     @property
     def precision(self) -> str:
@@ -69,7 +79,8 @@ class QuantizeConfig(Section):
     def variant_name(self, fmt: str) -> str:
         """Readable and distinct per entry, e.g. ``onnx-int8-static`` or ``openvino-int8-static-mixed``."""
         method = [] if self.method == self.precision else [self.method]  # "tflite-fp16", not "tflite-fp16-fp16"
-        return "-".join([fmt, self.precision, *method, *self.name_parts()])
+        as_is = [] if self.search else ["as-is"]  # the tool's result unchecked, beside a searched one
+        return "-".join([fmt, self.precision, *method, *self.name_parts(), *as_is])
 
     def name_parts(self) -> list[str]:
         """Short words for each option that differs from its default."""

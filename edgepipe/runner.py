@@ -22,6 +22,7 @@ from edgepipe.formats import FORMATS
 from edgepipe.gates import check_gates
 from edgepipe.recipe import Recipe, load_recipe
 from edgepipe.results import RESULTS_SCHEMA_VERSION, ArtifactRef, ResultRow, failed_row
+from edgepipe.search import summary as search_summary
 from edgepipe.stage import Log, StageContext, silent
 from edgepipe.store import ArtifactStore
 from edgepipe.tasks import EvalSet, Task, build_task
@@ -109,7 +110,13 @@ def _jobs(
         m = art.manifest
         ref = describe_file(art.model_file, m.format, m)  # the store verified it: its manifest is the truth
         for runtime in dict.fromkeys([default_runtime(m.format), *b.runtimes.get(m.format, [])]):
-            for device in b.devices:
+            # An FP32 file also runs at each lower inference precision asked of this runtime: a row each,
+            # compared with the same file at FP32 (its "parent").
+            lower = b.inference_precisions.get(runtime, []) if m.precision == "fp32" else []
+            for precision, device in itertools.product([None, *lower], b.devices):
+                artifact = {**ref.model_dump(), "parent_sha256": m.lineage.parent_sha256}
+                if precision:
+                    artifact |= {"name": f"{m.name}:{precision}", "precision": precision, "parent_sha256": art.sha256}
                 jobs.append(
                     {
                         "path": str(art.model_file),
@@ -122,10 +129,22 @@ def _jobs(
                         "seed": recipe.seed,
                         "eval": evaluation,
                         "generation": generation,
-                        "artifact": {**ref.model_dump(), "parent_sha256": m.lineage.parent_sha256},
+                        "options": {"inference_precision": precision} if precision else None,
+                        "artifact": artifact,
                     }
                 )
     return jobs
+
+
+def _ran_at(row: ResultRow, job: dict[str, Any]) -> ResultRow:
+    """A reduced-precision row whose runtime fell back (a CPU without bf16 runs f32) is not a result."""
+    asked = (job.get("options") or {}).get("inference_precision")
+    got = row.session.get("inference_precision")
+    if row.status == "ok" and asked and got and got != asked:
+        said = f"asked for {asked} inference, the runtime ran {got} (this CPU lacks it)"
+        point = {"threads": row.threads, "batch_size": row.batch_size, "sequence_length": row.sequence_length}
+        return failed_row(row.artifact, row.runtime, row.device, "unavailable", said, **point)
+    return row
 
 
 def _unsupported_row(step: Unsupported, recipe: Recipe) -> ResultRow:
@@ -171,7 +190,7 @@ def run_recipe(
         raise InputError(f"{out}: cannot create the run folder ({e.strerror})") from None
 
     task = build_task(recipe.task, recipe.seed, out / "data")
-    ctx = StageContext(task, recipe.seed, recipe.base_dir, log)
+    ctx = StageContext(task, recipe.seed, recipe.base_dir, log, recipe.gates)
     sizes = ", ".join(f"{k} {v}" for k, v in task.split_sizes().items())
     log(f"[data] {task.kind} on {task.name}: {sizes} {task.unit}")
     model = build_model(recipe, ctx, store, force)
@@ -192,6 +211,7 @@ def run_recipe(
     for job in _jobs(recipe, artifacts, points, evaluation, generation):
         t0 = time.perf_counter()
         for row in run_in_subprocess(job, recipe.benchmark.timeout_s):
+            row = _ran_at(row, job)
             row.name = job["artifact"]["name"]
             lat = row.latency_ms
             status = f"median {lat.median:.3f} ms (n={lat.n})" if lat else f"{row.status}: {row.error}"
@@ -202,6 +222,10 @@ def run_recipe(
         log(f"[bench] {job['artifact']['name']} on {job['runtime']}/{job['device']} took {took:.1f} s")
 
     notes = add_comparisons(rows, type(task))
+    first_metric = task.metrics[0].name if task.metrics else None
+    notes += [
+        n for a in targets.models if (n := search_summary(a.manifest.name, a.manifest.quantization, first_metric))
+    ]
     notes += [f"{u.name}: {u.format} unsupported: {u.reason}" for u in targets.unsupported if u.format not in FORMATS]
     notes += [f"{a.manifest.name}: {a.path}" + _summary(a) for a in targets.extras]
     reference_metrics, _, _ = task.quality(reference, data, None)

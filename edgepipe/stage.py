@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edgepipe.configs import Section
 from edgepipe.tensors import Feeds
 
 if TYPE_CHECKING:
     from edgepipe.artifact import Artifact
     from edgepipe.store import Parents, StageOutput
-    from edgepipe.tasks import Preprocessor, Task
+    from edgepipe.tasks import EvalSet, Preprocessor, Task
 
 Log = Callable[[str], None]
 
@@ -103,8 +105,10 @@ class StageContext:
     seed: int
     base_dir: Path = Path()
     log: Log = silent
+    gates: Section | None = None  # the recipe's gates: the bar a quantize step's result is held to
     _modules: dict[str, Any] = field(default_factory=dict, repr=False)
     _preprocessors: dict[str, Preprocessor] = field(default_factory=dict, repr=False)
+    _tuning: dict[str, tuple[EvalSet, list[np.ndarray], dict[str, float]]] = field(default_factory=dict, repr=False)
 
     def resolve(self, path: str | Path) -> Path:
         """A path from the recipe: relative ones start at the recipe's folder."""
@@ -142,3 +146,23 @@ class StageContext:
     def calibration_feeds(self, artifact: Artifact, batch_size: int = 1, limit: int | None = None) -> list[Feeds]:
         """The calibration split (its first ``limit`` examples) as feeds for ``artifact``."""
         return self.task.calibration_feeds(self.preprocessor(artifact), batch_size, limit)
+
+    def tuning(self, artifact: Artifact) -> tuple[EvalSet, list[np.ndarray], dict[str, float]]:
+        """What a quantized variant of ``artifact`` is scored on while choosing its configuration: the task's
+        evaluation batches from the calibration split (never the test split), ``artifact``'s own outputs
+        on them on its format's runtime, and its metrics there (the reference of a budget)."""
+        if artifact.sha256 not in self._tuning:
+            from edgepipe.benchmarks.harness import for_session
+            from edgepipe.runtimes import default_runtime, get_runtime
+
+            data = self.task.eval_set(self.preprocessor(artifact), split="calibration")
+            runtime = get_runtime(default_runtime(artifact.manifest.format))
+            with runtime.load(artifact.model_file, threads=2) as session:
+                first = session.outputs[0]
+                outputs = [
+                    np.concatenate([first.to_float(session.run(c)[0]) for c in for_session(session, b)])
+                    for b in data.batches
+                ]
+            metrics = type(self.task).quality(outputs, data, None)[0]
+            self._tuning[artifact.sha256] = (data, outputs, metrics)
+        return self._tuning[artifact.sha256]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,8 @@ from edgepipe.store import Parents, StageOutput
 from edgepipe.tensors import with_ranges
 
 MODEL_FILE = "model.onnx"
+# The operators that do the arithmetic INT8 is for: what a restricted quantization quantizes.
+COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
 
 
 class _OrtQuant(QuantizeConfig):
@@ -40,6 +44,14 @@ class _OrtQuant(QuantizeConfig):
         if self.exclude_nodes:
             parts.append(f"excl-{len(self.exclude_nodes)}-{short_hash(sorted(self.exclude_nodes))}")
         return parts
+
+    def alternatives(self, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
+        """Per-channel weights if not asked for, then the layers whose input activations have the largest
+        outliers kept in float, 1 to 16 of them, fewest first (outliers stretch a tensor's single scale)."""
+        base = self if self.per_channel else self.model_copy(update={"per_channel": True})
+        if base is not self:
+            yield base
+        yield from _keeping_outliers(base, parent, ctx)
 
     def tool_options(self) -> dict[str, Any]:
         """The keyword arguments of onnxruntime's quantize_static / quantize_dynamic these fields set."""
@@ -76,6 +88,30 @@ class OrtStaticQuant(_OrtQuant):
         if self.quant_format != "qdq":
             parts.append(self.quant_format)
         return parts
+
+    def alternatives(self, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
+        """First only the matrix products and convolutions (a quantized Add, Softmax or attention-mask path
+        is what collapses a transformer), then with percentile calibration, then the outlier layers kept
+        in float as the dynamic quantizer's alternatives do."""
+        base = self
+        if self.op_types is None:
+            base = self.model_copy(update={"op_types": list(COMPUTE_OPS)})
+            yield base
+        if self.calibrate_method == "minmax":
+            yield base.model_copy(update={"calibrate_method": "percentile"})
+        yield from _keeping_outliers(base.model_copy(update={"per_channel": True}), parent, ctx)
+
+
+def _keeping_outliers(base: _OrtQuant, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
+    ranked = [
+        n
+        for n in outlier_ranking(parent.model_file, ctx.calibration_feeds(parent, 1, 8))
+        if n not in base.exclude_nodes
+    ]
+    for k in (1, 2, 3, 4, 6, 8, 12, 16):
+        if k > len(ranked):
+            break
+        yield base.model_copy(update={"exclude_nodes": [*base.exclude_nodes, *ranked[:k]]})
 
 
 class OrtDynamicQuant(_OrtQuant):
@@ -206,30 +242,50 @@ def _pre_process(source: Path, prepared: Path) -> str:
 
 def quantize(parents: Parents, config: _OrtQuant, out_dir: Path, ctx: StageContext) -> StageOutput:
     """ONNX FP32 -> INT8 with onnxruntime.quantization (static, calibrated; or dynamic)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
-
     parent = parents["model"]
     prepared = out_dir / "prepared.onnx"
+    with _quiet_root_logger():
+        return _quantize(parent, prepared, config, out_dir, ctx)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime's quantizer warns on the root logger for every layer norm it leaves per-tensor."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _quantize(parent: Any, prepared: Path, config: _OrtQuant, out_dir: Path, ctx: StageContext) -> StageOutput:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
+
     pre_process = _pre_process(parent.model_file, prepared)
     path = out_dir / MODEL_FILE
     calibration: dict[str, Any] | None = None
     if isinstance(config, OrtStaticQuant):
-        batches = ctx.calibration_feeds(parent, batch_size=16, limit=config.calibration_samples)
+        # Histogram methods stack every batch's tensors: they need batches of one size (batch 1).
+        batch = 16 if config.calibrate_method == "minmax" else 1
+        batches = ctx.calibration_feeds(parent, batch_size=batch, limit=config.calibration_samples)
         method = {
             "minmax": CalibrationMethod.MinMax,
             "entropy": CalibrationMethod.Entropy,
             "percentile": CalibrationMethod.Percentile,
         }[config.calibrate_method]
-        quantize_static(
-            str(prepared),
-            str(path),
-            _CalibrationReader(batches),
-            quant_format=QuantFormat.QDQ if config.quant_format == "qdq" else QuantFormat.QOperator,
-            activation_type=_qtype(config.activation_type),
-            calibrate_method=method,
-            extra_options={"ActivationSymmetric": config.symmetric_activations},
-            **config.tool_options(),
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # its histogram methods print progress
+            quantize_static(
+                str(prepared),
+                str(path),
+                _CalibrationReader(batches),
+                quant_format=QuantFormat.QDQ if config.quant_format == "qdq" else QuantFormat.QOperator,
+                activation_type=_qtype(config.activation_type),
+                calibrate_method=method,
+                extra_options={"ActivationSymmetric": config.symmetric_activations},
+                **config.tool_options(),
+            )
         calibration = {
             "split": "calibration",
             "samples": sum(len(next(iter(b.values()))) for b in batches),
@@ -258,6 +314,29 @@ def quantize(parents: Parents, config: _OrtQuant, out_dir: Path, ctx: StageConte
             **quantization_summary(path),
         },
     )
+
+
+def outlier_ranking(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[str]:
+    """The weighted compute nodes (MatMul, Gemm, Conv with a constant weight) of an FP32 model, most
+    outlier-prone input first (``edgepipe.search.rank_by_outliers``), read with onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from edgepipe.search import rank_by_outliers
+
+    model = onnx.load(str(path))
+    constants = {i.name for i in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type in COMPUTE_OPS and len(n.input) > 1 and n.input[1] in constants]
+    wanted = list(dict.fromkeys(n.input[0] for n in nodes))
+    known = {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
+    model.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in wanted if t not in known)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    samples = (dict(zip(names, session.run(None, feed), strict=True)) | feed for feed in feeds)
+    return rank_by_outliers(samples, {n.name: n.input[0] for n in nodes})
 
 
 def _qtype(name: str) -> Any:

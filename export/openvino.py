@@ -7,6 +7,7 @@ import io
 import logging
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -42,6 +43,26 @@ class NncfQuant(QuantizeConfig):
     # fast one lost 0.8 points, at the same cost (2 s).
     fast_bias_correction: bool = False
     ignored_scope: IgnoredScope | None = None
+
+    def alternatives(self, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
+        """NNCF's transformer scheme if not asked for, asymmetric activations (the mixed preset), then the
+        matrix products whose inputs have the largest outliers kept in float, 1 to 8 of them, fewest first."""
+        base = self
+        if self.model_type is None and _has_attention(parent.model_file):
+            base = self.model_copy(update={"model_type": "transformer"})
+            yield base
+        if base.preset == "performance":
+            base = base.model_copy(update={"preset": "mixed"})
+            yield base
+        scope = base.ignored_scope or IgnoredScope()
+        ranked = [
+            n for n in outlier_ranking(parent.model_file, ctx.calibration_feeds(parent, 1, 8)) if n not in scope.names
+        ]
+        for k in (1, 2, 3, 4, 6, 8):
+            if k > len(ranked):
+                break
+            kept = scope.model_copy(update={"names": [*scope.names, *ranked[:k]]})
+            yield base.model_copy(update={"ignored_scope": kept})
 
     def name_parts(self) -> list[str]:
         parts: list[str] = [] if self.preset == "performance" else [self.preset]
@@ -82,12 +103,27 @@ class NncfWeights(QuantizeConfig):
         return parts
 
 
+class Float16Weights(QuantizeConfig):
+    """OpenVINO's own FP16 weight compression (``ov.save_model(compress_to_fp16=True)``): half the file,
+    weights decompressed to the inference precision when the model is compiled."""
+
+    method: Literal["fp16"] = "fp16"
+
+    @property
+    def precision(self) -> str:
+        return "fp16"
+
+
 class Target(TargetConfig):
     """OpenVINO IR export: converted from torch by OpenVINO itself, weights kept in FP32."""
 
     format: Literal["openvino"] = "openvino"
 
-    quantizers: ClassVar[dict[str, type[QuantizeConfig]]] = {"static": NncfQuant, "weights": NncfWeights}
+    quantizers: ClassVar[dict[str, type[QuantizeConfig]]] = {
+        "static": NncfQuant,
+        "weights": NncfWeights,
+        "fp16": Float16Weights,
+    }
     default_method: ClassVar[str | None] = "static"
 
 
@@ -114,12 +150,12 @@ def _stable_names(model: Any) -> None:
             counter += 1
 
 
-def _save(model: Any, out_dir: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+def _save(model: Any, out_dir: Path, fp16: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
     import openvino as ov
 
     _stable_names(model)
     # save_model compresses weights to FP16 unless told not to: an "FP32" IR must stay FP32.
-    ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=False)
+    ov.save_model(model, str(out_dir / MODEL_FILE), compress_to_fp16=fp16)
     return read_io_spec(out_dir / MODEL_FILE)
 
 
@@ -260,15 +296,78 @@ def _compress(nncf: Any, parent: Any, config: NncfWeights) -> Any:
         )
 
 
-def quantize(parents: Parents, config: NncfQuant | NncfWeights, out_dir: Path, ctx: StageContext) -> StageOutput:
-    """OpenVINO IR FP32 -> INT8 with NNCF post-training quantization (static, per-channel weights), or
-    weight-only INT8 / INT4 with NNCF's weight compression."""
+def outlier_ranking(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[str]:
+    """The matrix products and convolutions with constant weights of an FP32 IR, most outlier-prone input
+    first (``edgepipe.search.rank_by_outliers``), by their names (what ``ignored_scope.names`` takes)."""
+    import openvino as ov
+
+    from edgepipe.runtimes.openvino_runtime import read_model
+    from edgepipe.search import rank_by_outliers
+
+    model = read_model(path)
+    nodes = [op for op in model.get_ordered_ops() if op.get_type_name() in COMPUTE_OPS and _constant_weight(op)]
+    sources = list({_port_key(op.input_value(0)): op.input_value(0) for op in nodes}.items())
+    first = len(model.outputs)
+    model.add_outputs([port for _, port in sources])
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
+    request = compiled.create_infer_request()
+    keys = [key for key, _ in sources]
+
+    def activations(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = request.infer(feed)
+        return {key: results[compiled.outputs[first + i]] for i, key in enumerate(keys)}
+
+    inputs_of = {op.get_friendly_name(): _port_key(op.input_value(0)) for op in nodes}
+    return rank_by_outliers((activations(f) for f in feeds), inputs_of)
+
+
+def _port_key(port: Any) -> str:
+    return f"{port.get_node().get_friendly_name()}:{port.get_index()}"
+
+
+def _constant_weight(op: Any) -> bool:
+    """Whether a compute op's second input is a weight (a constant, possibly converted or reshaped)."""
+    node = op.input_value(1).get_node()
+    while node.get_type_name() in ("Convert", "Reshape", "Transpose") and node.get_input_size() > 0:
+        node = node.input_value(0).get_node()
+    return bool(node.get_type_name() == "Constant")
+
+
+def _has_attention(path: Path) -> bool:
+    from edgepipe.runtimes.openvino_runtime import read_model
+
+    return any(
+        op.get_type_name() in ("Softmax", "ScaledDotProductAttention") for op in read_model(path).get_ordered_ops()
+    )
+
+
+def quantize(
+    parents: Parents, config: NncfQuant | NncfWeights | Float16Weights, out_dir: Path, ctx: StageContext
+) -> StageOutput:
+    """OpenVINO IR FP32 -> INT8 with NNCF post-training quantization (static, per-channel weights),
+    weight-only INT8 / INT4 with NNCF's weight compression, or FP16 weights with OpenVINO's own."""
     import nncf
 
     from edgepipe.runtimes.openvino_runtime import read_model
 
     nncf.set_log_level(logging.ERROR)
     parent = parents["model"]
+    if isinstance(config, Float16Weights):
+        inputs, outputs = _save(read_model(parent.model_file), out_dir, fp16=True)
+        return StageOutput(
+            format="openvino",
+            precision="fp16",
+            primary=MODEL_FILE,
+            inputs=with_ranges(inputs, parent.manifest.inputs),
+            outputs=outputs,
+            model=parent.manifest.model,
+            quantization={
+                "tool": "openvino.save_model(compress_to_fp16=True)",
+                "requested": config.model_dump(mode="json"),
+                "precision": "fp16",
+                "weight_element_types": quantization_summary(read_model(out_dir / MODEL_FILE))["weight_element_types"],
+            },
+        )
     items = [] if isinstance(config, NncfWeights) else ctx.calibration_feeds(parent, 1, config.subset_size)
     # NNCF draws progress bars on stdout; the run's own log says what is happening.
     with contextlib.redirect_stdout(io.StringIO()):

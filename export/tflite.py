@@ -4,6 +4,7 @@ its row says why and the run goes on."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -54,6 +55,17 @@ class AeqStatic(_Aeq):
         if self.calibration != "minmax":
             parts.append(self.calibration)
         return [*parts, *([f"cal-{self.calibration_samples}"] if self.calibration_samples else [])]
+
+    def alternatives(self, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
+        """16-bit activations with 8-bit weights (the quantizer's a16w8: the fix it recommends for
+        transformers, whose activations have outliers 8 bits cannot span), then with float inputs and
+        outputs as well."""
+        base = self
+        if self.activations == "int8":
+            base = self.model_copy(update={"activations": "int16"})
+            yield base
+        if not base.float_io:
+            yield base.model_copy(update={"float_io": True})
 
     def configure(self, q: Any) -> None:
         from ai_edge_quantizer import qtyping

@@ -169,8 +169,9 @@ class Task(ABC):
         return self.calibration_feeds(pre, batch_size=n, limit=n)[0]
 
     @abstractmethod
-    def eval_set(self, pre: Preprocessor) -> EvalSet:
-        """The test split as evaluation batches, with targets."""
+    def eval_set(self, pre: Preprocessor, split: str = "test") -> EvalSet:
+        """A split as evaluation batches, with targets: the test split for the report; the calibration
+        split is the tuning data a quantize step chooses its configuration on (``edgepipe.search``)."""
 
     @abstractmethod
     def timing_feeds(self, pre: Preprocessor, batch_size: int, sequence_length: int | None) -> list[Feeds]:

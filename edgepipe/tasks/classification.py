@@ -150,13 +150,13 @@ class ClassificationTask(Task):
         x = self.splits["calibration"][0][:limit]
         return [self._feeds(pre, x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
 
-    def eval_set(self, pre: Preprocessor) -> EvalSet:
-        x, y = self.splits["test"]
+    def eval_set(self, pre: Preprocessor, split: str = "test") -> EvalSet:
+        x, y = self.splits[split]
         starts = range(0, len(x), EVAL_BATCH)
         return EvalSet(
             [self._feeds(pre, x[i : i + EVAL_BATCH]) for i in starts],
             [y[i : i + EVAL_BATCH] for i in starts],
-            ["test"] * len(starts),
+            [split] * len(starts),
         )
 
     def timing_feeds(self, pre: Preprocessor, batch_size: int, sequence_length: int | None) -> list[Feeds]:

@@ -154,11 +154,11 @@ class EmbeddingTask(Task):
     def example_feeds(self, pre: Preprocessor, n: int = 2) -> Feeds:
         return token_feeds(pre.inputs, self._examples(pre, "calibration", min(self.config.sequence_lengths), n))
 
-    def eval_set(self, pre: Preprocessor) -> EvalSet:
+    def eval_set(self, pre: Preprocessor, split: str = "test") -> EvalSet:
         batches: list[Feeds] = []
         groups: list[str] = []
         for length in self.config.sequence_lengths:
-            ids = self._examples(pre, "test", length, self.config.eval_per_length)
+            ids = self._examples(pre, split, length, self.config.eval_per_length)
             for i in range(0, len(ids), EVAL_BATCH):
                 batches.append(token_feeds(pre.inputs, ids[i : i + EVAL_BATCH]))
                 groups.append(f"length {length}")

@@ -173,12 +173,12 @@ class LanguageModelingTask(Task):
             pre.inputs, self._windows(pre, "calibration", min(16, self.config.context_length), n)[:, :-1]
         )
 
-    def eval_set(self, pre: Preprocessor) -> EvalSet:
+    def eval_set(self, pre: Preprocessor, split: str = "test") -> EvalSet:
         batches: list[Feeds] = []
         targets: list[np.ndarray | None] = []
         groups: list[str] = []
         for length in self.config.sequence_lengths:
-            w = self._windows(pre, "test", length, self.config.eval_windows)
+            w = self._windows(pre, split, length, self.config.eval_windows)
             batches.append(token_feeds(pre.inputs, w[:, :-1]))
             targets.append(np.ascontiguousarray(w[:, 1:]))
             groups.append(f"length {length}")
