@@ -85,12 +85,18 @@ def _fits(spec: TensorSpec, shape: tuple[int, ...]) -> bool:
 def _named_dims(specs: dict[str, TensorSpec], fixed: dict[str, tuple[int, ...]]) -> dict[str, int]:
     """Dynamic dimensions by name, as the given shapes fix them (``batch`` fixed by one input is the batch
     of every input that names it so)."""
-    named: dict[str, int] = {}
+    named: dict[str, tuple[int, str]] = {}
     for name, shape in fixed.items():
         for dim, n in zip(specs[name].shape, shape, strict=True):
-            if isinstance(dim, str) and dim != "?":
-                named.setdefault(dim, n)
-    return named
+            if not isinstance(dim, str) or dim == "?":
+                continue
+            seen, first = named.setdefault(dim, (n, name))
+            if seen != n:  # e.g. an attention mask shorter than the ids it masks
+                raise InputError(
+                    f"{name}: its '{dim}' dimension is {n}, but {first} gives {seen} (inputs that share a "
+                    f"dimension name must agree)"
+                )
+    return {dim: n for dim, (n, _) in named.items()}
 
 
 def synthetic_feeds(

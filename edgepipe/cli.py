@@ -327,6 +327,8 @@ def _quiet_third_party() -> None:
     # torchao (imported by transformers) registers enums with torch's pytree, which logs a deprecation
     # warning per enum on stderr: not the user's business, and it would break the one-line contract.
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    # torchao also warns, on import, that its CUDA kernels do not load on a CPU-only machine.
+    logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -67,6 +67,9 @@ class BenchmarkConfig(Section):
     reference: bool = Field(True, description="also benchmark the torch model itself")
     # Extra runtimes per format beyond the format's default one, e.g. {"onnx": ["onnxruntime", "openvino"]}.
     runtimes: dict[str, list[str]] = {}
+    # Reduced-precision inference of the FP32 files per runtime, each a row of its own, e.g.
+    # {"openvino": ["bf16"]}: bf16 where the CPU has it (AMX, AVX-512 BF16); said unavailable where not.
+    inference_precisions: dict[str, list[str]] = {}
     timeout_s: float = Field(600, gt=0, description="per artifact benchmark process")
     generation: GenerationConfig = GenerationConfig()
     memory_budget_mb: float | None = Field(
@@ -102,6 +105,21 @@ class BenchmarkConfig(Section):
                     raise ValueError(f"{fmt}: unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")
                 if fmt not in runtime_class(name).formats:
                     raise ValueError(f"{fmt}: runtime '{name}' cannot run {fmt} models")
+        return v
+
+    @field_validator("inference_precisions")
+    @classmethod
+    def _known_precisions(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        from edgepipe.runtimes import RUNTIMES, runtime_class
+
+        for name, precisions in v.items():
+            if name not in RUNTIMES:
+                raise ValueError(f"{name}: unknown runtime (known: {', '.join(RUNTIMES)})")
+            offered = runtime_class(name).inference_precisions
+            for p in precisions:
+                if p not in offered:
+                    said = ", ".join(offered) if offered else "none"
+                    raise ValueError(f"{name}: runtime '{name}' has no inference precision '{p}' (offers: {said})")
         return v
 
 

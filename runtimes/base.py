@@ -114,6 +114,8 @@ class Runtime(ABC, Generic[S]):
     formats: ClassVar[tuple[str, ...]]
     module: ClassVar[str]  # import name checked by ``unavailable_reason``
     package: ClassVar[str]  # distribution to install, for messages and versions
+    # Lower inference precisions it can run an FP32 file at (load option ``inference_precision``).
+    inference_precisions: ClassVar[tuple[str, ...]] = ()
 
     def unavailable_reason(self) -> str | None:
         """None when usable here, else why not (one line)."""

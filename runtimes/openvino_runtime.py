@@ -58,6 +58,7 @@ class OpenVINOSession(Session):
 class OpenVINORuntime(Runtime[Session]):
     name = "openvino"
     formats = ("openvino", "onnx")
+    inference_precisions = ("bf16", "f16")
     module = "openvino"
     package = "openvino"
 
@@ -83,7 +84,13 @@ class OpenVINORuntime(Runtime[Session]):
         except Exception as e:  # OpenVINO raises RuntimeError/its own types for bad files
             raise InputError(f"{path}: OpenVINO cannot load this model: {first_line(e)}") from None
         info = {
-            "inference_precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "inference_precision": _type_name(compiled.get_property("INFERENCE_PRECISION_HINT")),
             "num_threads": int(compiled.get_property("INFERENCE_NUM_THREADS")) if device == "cpu" else None,
         }
         return OpenVINOSession(compiled, info)
+
+
+def _type_name(value: Any) -> str:
+    """OpenVINO's element type as OpenVINO names it ("f32", "bf16", "f16"), not its Python repr."""
+    name = getattr(value, "get_type_name", None)
+    return str(name()) if callable(name) else str(value)

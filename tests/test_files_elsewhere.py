@@ -106,6 +106,11 @@ def test_given_inputs_are_checked_against_the_model(cli_run, files, tmp_path):
     np.save(bad, np.zeros((2, 3), dtype=np.float32))
     code, err = cli_run(["bench", str(files["multi"]), f"--input=a={bad}"])
     assert code == 2 and "has shape [2, 3], the input takes [batch, 4]" in err
+    # an input that disagrees with another on a shared dimension (a mask shorter than its ids)
+    short = tmp_path / "b1.npy"
+    np.save(short, np.zeros((1, 4), dtype=np.float32))
+    code, err = cli_run(["bench", str(files["multi"]), f"--input=a={files['dir'] / 'a.npy'}", f"--input=b={short}"])
+    assert code == 2 and "b: its 'batch' dimension is 1, but a gives 2" in err and "\n" not in err.strip()
     code, err = cli_run(["bench", str(files["multi"]), f"--input=a={tmp_path / 'none.npy'}"])
     assert code == 2 and "does not exist" in err
     pickled = tmp_path / "obj.npy"

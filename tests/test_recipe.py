@@ -112,6 +112,36 @@ def test_extra_runtimes_are_checked_against_the_registry(runtimes, message):
         parse_recipe({"name": "r", "benchmark": {"runtimes": runtimes}}, "r.yaml")
 
 
+@pytest.mark.parametrize(
+    ("precisions", "message"),
+    [
+        ({"nope": ["bf16"]}, "nope: unknown runtime"),
+        ({"onnxruntime": ["bf16"]}, "runtime 'onnxruntime' has no inference precision 'bf16' \\(offers: none\\)"),
+        ({"openvino": ["int3"]}, "runtime 'openvino' has no inference precision 'int3' \\(offers: bf16, f16\\)"),
+    ],
+)
+def test_inference_precisions_are_checked_against_the_runtime(precisions, message):
+    with pytest.raises(InputError, match="^r.yaml: benchmark.inference_precisions.*" + message):
+        parse_recipe({"name": "r", "benchmark": {"inference_precisions": precisions}}, "r.yaml")
+    assert parse_recipe({"name": "r", "benchmark": {"inference_precisions": {"openvino": ["bf16"]}}})
+
+
+def test_a_lower_precision_the_runtime_did_not_run_is_not_a_result():
+    from edgepipe.results import ArtifactRef, ResultRow
+    from edgepipe.runner import _ran_at
+
+    ref = ArtifactRef(name="m:bf16", format="openvino", precision="bf16", path="m.xml", size_bytes=1, sha256="a")
+    row = ResultRow(artifact=ref, runtime="openvino", device="cpu", threads=2, batch_size=1, status="ok")
+    job = {"options": {"inference_precision": "bf16"}}
+    row.session = {"inference_precision": "f32"}
+    fell_back = _ran_at(row, job)
+    assert fell_back.status == "unavailable"
+    assert "asked for bf16 inference, the runtime ran f32" in (fell_back.error or "")
+    assert (fell_back.threads, fell_back.batch_size) == (2, 1)
+    row.session = {"inference_precision": "bf16"}
+    assert _ran_at(row, job).status == "ok"
+
+
 def test_benchmark_sweeps_accept_one_value_or_a_list():
     r = parse_recipe({"name": "r", "benchmark": {"threads": [1, 2], "batch_size": 8}})
     assert r.benchmark.threads == [1, 2] and r.benchmark.batch_size == [8]

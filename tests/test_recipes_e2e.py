@@ -30,20 +30,68 @@ def test_minilm_from_its_folder_agrees_with_torch_on_every_runtime_at_every_leng
         "minilm",
         tmp_path,
         task={"sequence_lengths": [16, 32, 128], "eval_per_length": 8},
-        benchmark={"warmup": 2, "runs": 10, "reference": False},
+        targets=[{"format": "onnx"}, {"format": "openvino"}, {"format": "tflite"}],
+        benchmark={"warmup": 2, "runs": 10, "batch_size": [1], "reference": False},
     )
-    assert result.gate_failures == [] and result.unchecked is None
-    assert {(n, rt) for n, rt, _ in rows} == {("onnx-fp32", "onnxruntime"), ("openvino-fp32", "openvino")}
-    for (_, _, length), row in rows.items():
+    assert result.unchecked is None
+    fp32 = {(n, rt) for n, rt, _ in rows if not n.endswith(":bf16")}
+    assert fp32 == {("onnx-fp32", "onnxruntime"), ("openvino-fp32", "openvino"), ("tflite-fp32", "litert")}
+    for (name, _, length), row in rows.items():
+        if name.endswith(":bf16"):
+            continue
         assert row.status == "ok" and length in (16, 32, 128)
         assert row.latency_ms is not None and row.latency_ms.n == 10
         assert row.metrics["cosine_worst"] >= 0.9999 and row.metrics["nn_agreement"] == 1.0
         # checked at each unpadded length, not only overall
         assert set(row.breakdown) == {"length 16", "length 32", "length 128"}
         assert all(g["cosine_worst"] >= 0.9999 for g in row.breakdown.values())
-        assert [i["name"] for i in row.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
-    exported = next((result.out_dir / "artifacts").glob("onnx-fp32-*"))
-    assert {"tokenizer.json", "vocab.txt", "manifest.json", "model.onnx"} <= {p.name for p in exported.iterdir()}
+        if row.runtime != "litert":  # a TFLite file names them args_0..2; its manifest maps them (below)
+            assert [i["name"] for i in row.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert not [f for f in result.gate_failures if ":bf16" not in f]
+    # bf16 inference of the FP32 IR is a row of its own where the CPU has it, and said unavailable where not
+    bf16 = [r for (n, _, _), r in rows.items() if n == "openvino-fp32:bf16"]
+    assert bf16 and all(r.artifact.precision == "bf16" for r in bf16)
+    for r in bf16:
+        if r.status == "ok":
+            assert r.session["inference_precision"] == "bf16" and r.vs_fp32 is not None
+            assert r.metrics["cosine_mean"] > 0.99
+        else:
+            assert r.status == "unavailable" and "the runtime ran f32" in (r.error or "")
+    for fmt in ("onnx", "openvino", "tflite"):
+        exported = next((result.out_dir / "artifacts").glob(f"{fmt}-fp32-*"))
+        # the tokenizer travels with every artifact; the manifest says how to pool
+        assert {"tokenizer.json", "vocab.txt", "manifest.json"} <= {p.name for p in exported.iterdir()}
+        manifest = yaml.safe_load((exported / "manifest.json").read_text())
+        assert manifest["preprocessing"]["pooling"]["mode"] == "mean"
+        assert manifest["preprocessing"]["tokenizer"]["file"] == "tokenizer.json"
+        assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+
+
+def test_minilm_int8_is_searched_until_it_meets_the_bar_and_a_collapse_is_caught(tmp_path, minilm_folder):
+    """onnxruntime's dynamic INT8 misses a 0.995 mean cosine until its outlier layers stay in float; its
+    static INT8 collapses on BERT whatever the options: the gate catches it, it is not shipped as "ok"."""
+    result, rows = _run(
+        "minilm",
+        tmp_path,
+        task={"sequence_lengths": [16, 128], "eval_per_length": 8, "calibration_size": 16},
+        targets=[{"format": "onnx", "quantize": [{"method": "dynamic"}, {"method": "static"}]}],
+        benchmark={"warmup": 1, "runs": 5, "batch_size": [1], "sequence_lengths": [16], "reference": False},
+    )
+    dynamic, static = rows[("onnx-int8-dynamic", "onnxruntime", 16)], rows[("onnx-int8-static", "onnxruntime", 16)]
+    manifests = {
+        p.name.rsplit("-", 1)[0]: yaml.safe_load((p / "manifest.json").read_text())
+        for p in (result.out_dir / "artifacts").glob("onnx-int8-*")
+    }
+    searched = manifests["onnx-int8-dynamic"]["quantization"]["search"]
+    assert searched["met_bar"] and searched["chosen"] > 0 and searched["attempts"][0]["failures"]
+    assert searched["attempts"][searched["chosen"]]["changes"]["exclude_nodes"]  # layers kept in float
+    assert dynamic.gates is not None and dynamic.gates.passed
+    assert dynamic.metrics["cosine_mean"] >= 0.995
+    collapsed = manifests["onnx-int8-static"]["quantization"]["search"]
+    assert not collapsed["met_bar"] and len(collapsed["attempts"]) > 1
+    assert static.gates is not None and not static.gates.passed
+    assert any(f.startswith("onnx-int8-static@onnxruntime") for f in result.gate_failures)
+    assert any("onnx-int8-static: the requested configuration missed the bar" in n for n in result.results["notes"])
 
 
 def test_lm_tiny_exports_with_perplexity_kld_and_token_agreement(tmp_path):
