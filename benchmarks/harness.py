@@ -168,25 +168,32 @@ def time_runs(session: Session, feeds: list[Feeds], warmup: int, runs: int, max_
     return samples
 
 
-def evaluate(session: Session, evaluation: Evaluation) -> tuple[Any, Any, Any, int]:
-    """(metrics, parity, breakdown, non-finite count) of the session's first output on the evaluation data."""
-    first = session.outputs[0]  # the logits / hidden states the task scores
-    outputs, targets, reference = [], [], []
-    for i, batch in enumerate(evaluation.data.batches):
+def run_batches(session: Session, data: EvalSet) -> tuple[list[np.ndarray], EvalSet]:
+    """The session's first output (the logits / hidden states a task scores) on every evaluation batch, as
+    float, and the data cut to what it ran (a model of fixed batch drops a remainder)."""
+    first = session.outputs[0]
+    outputs, targets = [], []
+    for i, batch in enumerate(data.batches):
         chunks = for_session(session, batch)
         if not chunks:
             size = len(next(iter(batch.values())))
             raise InputError(f"the model takes a fixed batch larger than an evaluation batch ({size})")
         out = np.concatenate([first.to_float(session.run(c)[0]) for c in chunks])
         outputs.append(out)
-        target = evaluation.data.targets[i]
+        target = data.targets[i]
         targets.append(None if target is None else target[: len(out)])
-        if evaluation.reference is not None:
-            reference.append(evaluation.reference[i][: len(out)])
-    batches = [{k: v[: len(o)] for k, v in b.items()} for b, o in zip(evaluation.data.batches, outputs, strict=True)]
-    data = EvalSet(batches, targets, evaluation.data.groups, evaluation.data.options)
+    batches = [{k: v[: len(o)] for k, v in b.items()} for b, o in zip(data.batches, outputs, strict=True)]
+    return outputs, EvalSet(batches, targets, data.groups, data.options)
+
+
+def evaluate(session: Session, evaluation: Evaluation) -> tuple[Any, Any, Any, int]:
+    """(metrics, parity, breakdown, non-finite count) of the session's first output on the evaluation data."""
+    outputs, data = run_batches(session, evaluation.data)
+    reference = None
+    if evaluation.reference is not None:
+        reference = [r[: len(o)] for r, o in zip(evaluation.reference, outputs, strict=True)]
     nonfinite = int(sum(np.size(o) - np.count_nonzero(np.isfinite(o)) for o in outputs))
-    metrics, parity, breakdown = evaluation.task.quality(outputs, data, reference or None)
+    metrics, parity, breakdown = evaluation.task.quality(outputs, data, reference)
     return metrics, parity, breakdown, nonfinite
 
 
@@ -248,6 +255,7 @@ def benchmark(
     task: str | None = None
     known: list[TensorSpec] | None = None
     quality: tuple[Any, Any, Any, int | None] = ({}, None, {}, None)
+    measured: set[tuple[int | None, int, int | None]] = set()
     try:
         for point in points:
             if point.threads not in sessions:
@@ -270,6 +278,10 @@ def benchmark(
                 except InputError as e:
                     raise InputError(f"{path}: {e}") from None
                 feeds = [one]
+            batch = next((len(a) for a in feeds[0].values() if a.ndim), point.batch_size)  # a scalar has none
+            if (point.threads, batch, point.sequence_length) in measured:
+                continue  # a file of fixed batch (TFLite: 1) ran this point already at its own batch
+            measured.add((point.threads, batch, point.sequence_length))
             session.check_feeds(feeds[0])
             t1 = time.perf_counter()
             try:
@@ -294,7 +306,6 @@ def benchmark(
                 generated.add(point.threads)
                 speed = _generation(session, generation, seed)
             stats = LatencyStats.model_validate(latency_stats(samples))
-            batch = next((len(a) for a in feeds[0].values() if a.ndim), point.batch_size)  # a scalar has none
             rows.append(
                 ResultRow(
                     artifact=ref

@@ -71,6 +71,10 @@ class QuantizeConfig(Section):
         rank (a model's layers) is computed only when the requested configuration has failed."""
         return iter(())
 
+    def has_alternatives(self) -> bool:
+        """Whether this tool offers any (a quantizer without them is checked only by the report's gates)."""
+        return type(self).alternatives is not QuantizeConfig.alternatives
+
     @property
     def precision(self) -> str:
         """What the variant's artifacts are called: "int8", "int4", "fp16", "q4_k_m", ..."""

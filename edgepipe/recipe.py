@@ -68,7 +68,8 @@ class BenchmarkConfig(Section):
     # Extra runtimes per format beyond the format's default one, e.g. {"onnx": ["onnxruntime", "openvino"]}.
     runtimes: dict[str, list[str]] = {}
     # Reduced-precision inference of the FP32 files per runtime, each a row of its own, e.g.
-    # {"openvino": ["bf16"]}: bf16 where the CPU has it (AMX, AVX-512 BF16); said unavailable where not.
+    # {"openvino": ["bf16"]}: where the runtime reports back another precision than asked (OpenVINO runs
+    # f32 on CPUs without AVX-512), the row says unavailable.
     inference_precisions: dict[str, list[str]] = {}
     timeout_s: float = Field(600, gt=0, description="per artifact benchmark process")
     generation: GenerationConfig = GenerationConfig()

@@ -143,7 +143,9 @@ def _ran_at(row: ResultRow, job: dict[str, Any]) -> ResultRow:
     if row.status == "ok" and asked and got and got != asked:
         said = f"asked for {asked} inference, the runtime ran {got} (this CPU lacks it)"
         point = {"threads": row.threads, "batch_size": row.batch_size, "sequence_length": row.sequence_length}
-        return failed_row(row.artifact, row.runtime, row.device, "unavailable", said, **point)
+        unavailable = failed_row(row.artifact, row.runtime, row.device, "unavailable", said, **point)
+        unavailable.session = row.session
+        return unavailable
     return row
 
 

@@ -84,34 +84,46 @@ def quantize_to_bar(
 ) -> StageOutput:
     """Run ``quantize`` with ``config``; when its result misses the task's gates, its alternatives in turn
     (see the module docstring). The shipped files end up in ``out_dir``; the tries' folders are removed."""
-    if not config.search or ctx.gates is None:
+    if not config.search or ctx.gates is None or not config.has_alternatives():
+        # Nothing to choose between (no gates, search off, or a tool with no other options): the report's
+        # gates, measured on the test split, judge the one result.
         return quantize(parents, config, out_dir, ctx)
     parent = parents["model"]
     try:
         ctx.tuning(parent)
     except InputError as e:  # e.g. a calibration split too short for the evaluation's lengths
-        unsearched = quantize(parents, config, out_dir, ctx)
-        unsearched.quantization = {**(unsearched.quantization or {}), "search": {"skipped": str(e)}}
-        return unsearched
+        return _unsearched(quantize(parents, config, out_dir, ctx), str(e))
     attempts: list[dict[str, Any]] = []
     outputs: list[StageOutput | None] = []
     chosen: int | None = None
     # Alternatives are made only when needed: ranking a model's layers takes time.
-    candidates = itertools.islice(itertools.chain([config], config.alternatives(parent, ctx)), MAX_ATTEMPTS)
-    for i, candidate in enumerate(candidates):
+    candidates = itertools.chain([config], config.alternatives(parent, ctx))
+    for i in range(MAX_ATTEMPTS):
+        try:
+            candidate = next(candidates)
+        except StopIteration:
+            break
+        except Exception as e:  # ranking the layers failed: the attempts so far stand
+            attempts[-1]["failures"].append(f"no further alternatives: {_said(e)}")
+            break
         work = out_dir / f".try-{i}"
         work.mkdir()
         t0 = time.perf_counter()
         attempt: dict[str, Any] = {"changes": changes(config, candidate)}
-        output: StageOutput | None = None
         try:
-            output = quantize(parents, candidate, work, ctx)
-            attempt |= score(work / output.primary, output.format, output.precision, ctx, parent)
-        except Exception as e:  # an alternative the tool cannot take on this model is a rejected attempt
+            output: StageOutput | None = quantize(parents, candidate, work, ctx)
+        except Exception as e:  # the requested configuration's failure is the step's; an alternative's is not
             if i == 0:
                 raise
-            what = first_line(e) if isinstance(e, EdgepipeError) else f"{type(e).__name__}: {first_line(e, 160)}"
-            output, attempt["failures"] = None, [f"failed: {what}"]
+            output, attempt["failures"] = None, [f"failed: {_said(e)}"]
+        if output is not None:
+            try:
+                attempt |= score(work / output.primary, output.format, output.precision, ctx, parent)
+            except Exception as e:
+                if i == 0:  # the model is made but cannot be scored here: ship it, its row will say why
+                    _move(work, out_dir)
+                    return _unsearched(output, f"scoring failed: {_said(e)}")
+                output, attempt["failures"] = None, [f"scoring failed: {_said(e)}"]
         attempt["seconds"] = round(time.perf_counter() - t0, 1)
         attempts.append(attempt)
         outputs.append(output)
@@ -121,13 +133,18 @@ def quantize_to_bar(
         if not attempt["failures"]:
             chosen = i
             break
+        # Keep only the best so far on disk (a model copy per attempt adds up for a transformer).
+        best = _best(attempts, outputs, ctx)
+        for j, kept in enumerate(outputs):
+            if kept is not None and j != best:
+                shutil.rmtree(out_dir / f".try-{j}", ignore_errors=True)
+                outputs[j] = None
     met = chosen is not None
     if chosen is None:
-        chosen = min((i for i, o in enumerate(outputs) if o is not None), key=lambda i: _rank(attempts[i], ctx))
+        chosen = _best(attempts, outputs, ctx)
     shipped = outputs[chosen]
     assert shipped is not None
-    for f in (out_dir / f".try-{chosen}").iterdir():
-        f.rename(out_dir / f.name)
+    _move(out_dir / f".try-{chosen}", out_dir)
     for i in range(len(attempts)):
         shutil.rmtree(out_dir / f".try-{i}", ignore_errors=True)
     data, _, reference_metrics = ctx.tuning(parent)
@@ -136,13 +153,37 @@ def quantize_to_bar(
         "search": {
             "met_bar": met,
             "chosen": chosen,
-            "bar": ctx.gates.model_dump(mode="json"),
+            "bar": bar(ctx.gates),
             "tuning_data": {"split": "calibration", "batches": len(data.batches), "reference": "fp32 parent"},
             "reference_metrics": reference_metrics,
             "attempts": attempts,
         },
     }
     return shipped
+
+
+def bar(gates: Any) -> dict[str, Any]:
+    """The gates a quantized model is held to (an FP32 model's parity gates are not its bar)."""
+    return {k: v for k, v in gates.model_dump(mode="json").items() if not k.startswith("fp32_")}
+
+
+def _best(attempts: list[dict[str, Any]], outputs: list[StageOutput | None], ctx: StageContext) -> int:
+    return min((i for i, o in enumerate(outputs) if o is not None), key=lambda i: _rank(attempts[i], ctx))
+
+
+def _move(source: Path, target: Path) -> None:
+    for f in source.iterdir():
+        f.rename(target / f.name)
+    source.rmdir()
+
+
+def _unsearched(output: StageOutput, why: str) -> StageOutput:
+    output.quantization = {**(output.quantization or {}), "search": {"skipped": why}}
+    return output
+
+
+def _said(e: Exception) -> str:
+    return first_line(e) if isinstance(e, EdgepipeError) else f"{type(e).__name__}: {first_line(e, 160)}"
 
 
 def rank_by_outliers(activations: Iterator[dict[str, np.ndarray]], inputs_of: dict[str, str]) -> list[str]:
@@ -156,6 +197,7 @@ def rank_by_outliers(activations: Iterator[dict[str, np.ndarray]], inputs_of: di
             x = np.asarray(values[t], dtype=np.float64)
             crest[t].append(float(np.abs(x).max() / max(np.sqrt(np.mean(x * x)), 1e-12)))
     score = {node: float(np.mean(crest[t])) for node, t in inputs_of.items()}
+    score = {node: v if v == v else float("inf") for node, v in score.items()}  # NaN/Inf activations first
     return sorted(score, key=lambda node: -score[node])
 
 

@@ -152,17 +152,16 @@ class StageContext:
         evaluation batches from the calibration split (never the test split), ``artifact``'s own outputs
         on them on its format's runtime, and its metrics there (the reference of a budget)."""
         if artifact.sha256 not in self._tuning:
-            from edgepipe.benchmarks.harness import for_session
+            from edgepipe.benchmarks.harness import run_batches
             from edgepipe.runtimes import default_runtime, get_runtime
+            from edgepipe.search import THREADS
 
             data = self.task.eval_set(self.preprocessor(artifact), split="calibration")
-            runtime = get_runtime(default_runtime(artifact.manifest.format))
-            with runtime.load(artifact.model_file, threads=2) as session:
-                first = session.outputs[0]
-                outputs = [
-                    np.concatenate([first.to_float(session.run(c)[0]) for c in for_session(session, b)])
-                    for b in data.batches
-                ]
+            with get_runtime(default_runtime(artifact.manifest.format)).load(artifact.model_file, threads=THREADS) as s:
+                outputs, data = run_batches(s, data)
             metrics = type(self.task).quality(outputs, data, None)[0]
             self._tuning[artifact.sha256] = (data, outputs, metrics)
         return self._tuning[artifact.sha256]
+
+    def forget_tuning(self) -> None:
+        self._tuning.clear()

@@ -35,10 +35,11 @@ class FormatBackend:
 
 
 # Code that changes what any export or quantization writes: the store and manifests, the stage plumbing, the
-# chain that builds each step's config, specs, tasks and text.
+# chain that builds each step's config, specs, tasks and text; the search that scores a quantized model on
+# its format's runtime (each format lists its runtime's module below).
 _COMMON_CODE = (
     "edgepipe.store", "edgepipe.artifact", "edgepipe.files", "edgepipe.stage", "edgepipe.chain", "edgepipe.tensors",
-    "edgepipe.tasks", "edgepipe.text",
+    "edgepipe.tasks", "edgepipe.text", "edgepipe.search", "edgepipe.benchmarks.harness", "edgepipe.runtimes.base",
 )  # fmt: skip
 
 BACKENDS: dict[str, FormatBackend] = {
@@ -46,7 +47,12 @@ BACKENDS: dict[str, FormatBackend] = {
         module="edgepipe.export.onnx",
         export_tools=("torch", "onnx", "onnxscript"),
         quantize_tools=("onnx", "onnxruntime"),
-        code=(*_COMMON_CODE, "edgepipe.export.onnx", "edgepipe.export.onnx_inspect"),
+        code=(
+            *_COMMON_CODE,
+            "edgepipe.export.onnx",
+            "edgepipe.export.onnx_inspect",
+            "edgepipe.runtimes.onnxruntime_runtime",
+        ),
     ),
     "openvino": FormatBackend(
         module="edgepipe.export.openvino",
@@ -72,7 +78,12 @@ BACKENDS: dict[str, FormatBackend] = {
         module="edgepipe.export.gguf",
         export_tools=("torch", "gguf"),
         quantize_tools=("llama-cpp-python", "gguf"),
-        code=(*_COMMON_CODE, "edgepipe.export.gguf", "edgepipe.export.gguf_inspect"),
+        code=(
+            *_COMMON_CODE,
+            "edgepipe.export.gguf",
+            "edgepipe.export.gguf_inspect",
+            "edgepipe.runtimes.llamacpp_runtime",
+        ),
     ),
 }
 

@@ -38,7 +38,7 @@ class LlamaCppQuant(QuantizeConfig):
         return self.type.lower()
 
     def variant_name(self, fmt: str) -> str:
-        return f"{fmt}-{self.precision}"
+        return f"{fmt}-{self.precision}" + ("" if self.search else "-as-is")
 
 
 class Target(TargetConfig):

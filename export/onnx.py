@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field
 
 from edgepipe.configs import QuantizeConfig, TargetConfig, short_hash
-from edgepipe.errors import converting
+from edgepipe.errors import InputError, converting
 from edgepipe.export.onnx_inspect import quantization_summary, read_io_spec
 from edgepipe.stage import StageContext
 from edgepipe.store import Parents, StageOutput
@@ -47,7 +47,7 @@ class _OrtQuant(QuantizeConfig):
 
     def alternatives(self, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
         """Per-channel weights if not asked for, then the layers whose input activations have the largest
-        outliers kept in float, 1 to 16 of them, fewest first (outliers stretch a tensor's single scale)."""
+        outliers kept in float, 1 to 12 of them, fewest first (outliers stretch a tensor's single scale)."""
         base = self if self.per_channel else self.model_copy(update={"per_channel": True})
         if base is not self:
             yield base
@@ -108,7 +108,7 @@ def _keeping_outliers(base: _OrtQuant, parent: Any, ctx: StageContext) -> Iterat
         for n in outlier_ranking(parent.model_file, ctx.calibration_feeds(parent, 1, 8))
         if n not in base.exclude_nodes
     ]
-    for k in (1, 2, 3, 4, 6, 8, 12, 16):
+    for k in (1, 2, 3, 4, 6, 8, 12):
         if k > len(ranked):
             break
         yield base.model_copy(update={"exclude_nodes": [*base.exclude_nodes, *ranked[:k]]})
@@ -264,6 +264,13 @@ def _quantize(parent: Any, prepared: Path, config: _OrtQuant, out_dir: Path, ctx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_dynamic, quantize_static
 
     pre_process = _pre_process(parent.model_file, prepared)
+    if config.exclude_nodes:  # names the pre-processing fused away would silently keep nothing in float
+        import onnx
+
+        names = {n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node}
+        if missing := [n for n in config.exclude_nodes if n not in names]:
+            prepared.unlink()
+            raise InputError(f"exclude_nodes: the model has no node {missing[0]!r} ({len(missing)} not found)")
     path = out_dir / MODEL_FILE
     calibration: dict[str, Any] | None = None
     if isinstance(config, OrtStaticQuant):

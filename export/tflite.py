@@ -4,7 +4,6 @@ its row says why and the run goes on."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -48,24 +47,16 @@ class AeqStatic(_Aeq):
 
     def name_parts(self) -> list[str]:
         parts = super().name_parts()
-        if self.activations != "int8":
-            parts.append(f"act-{self.activations}")
         if self.float_io:
             parts.append("float-io")
         if self.calibration != "minmax":
             parts.append(self.calibration)
         return [*parts, *([f"cal-{self.calibration_samples}"] if self.calibration_samples else [])]
 
-    def alternatives(self, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
-        """16-bit activations with 8-bit weights (the quantizer's a16w8: the fix it recommends for
-        transformers, whose activations have outliers 8 bits cannot span), then with float inputs and
-        outputs as well."""
-        base = self
-        if self.activations == "int8":
-            base = self.model_copy(update={"activations": "int16"})
-            yield base
-        if not base.float_io:
-            yield base.model_copy(update={"float_io": True})
+    @property
+    def precision(self) -> str:
+        """``a16w8`` with 16-bit activations: the shipped model says what it computes in."""
+        return "a16w8" if self.activations == "int16" else "int8"
 
     def configure(self, q: Any) -> None:
         from ai_edge_quantizer import qtyping

@@ -47,14 +47,14 @@ def test_minilm_from_its_folder_agrees_with_torch_on_every_runtime_at_every_leng
         assert all(g["cosine_worst"] >= 0.9999 for g in row.breakdown.values())
         if row.runtime != "litert":  # a TFLite file names them args_0..2; its manifest maps them (below)
             assert [i["name"] for i in row.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert not [f for f in result.gate_failures if ":bf16" not in f]
+    assert result.gate_failures == []
     # bf16 inference of the FP32 IR is a row of its own where the CPU has it, and said unavailable where not
     bf16 = [r for (n, _, _), r in rows.items() if n == "openvino-fp32:bf16"]
     assert bf16 and all(r.artifact.precision == "bf16" for r in bf16)
     for r in bf16:
         if r.status == "ok":
             assert r.session["inference_precision"] == "bf16" and r.vs_fp32 is not None
-            assert r.metrics["cosine_mean"] > 0.99
+            assert r.gates is not None and r.gates.passed  # held to the quantized gates, and within them
         else:
             assert r.status == "unavailable" and "the runtime ran f32" in (r.error or "")
     for fmt in ("onnx", "openvino", "tflite"):
@@ -68,30 +68,36 @@ def test_minilm_from_its_folder_agrees_with_torch_on_every_runtime_at_every_leng
 
 
 def test_minilm_int8_is_searched_until_it_meets_the_bar_and_a_collapse_is_caught(tmp_path, minilm_folder):
-    """onnxruntime's dynamic INT8 misses a 0.995 mean cosine until its outlier layers stay in float; its
-    static INT8 collapses on BERT whatever the options: the gate catches it, it is not shipped as "ok"."""
+    """onnxruntime's static INT8 collapses on BERT: shipped as the tool made it, the gate catches it (not
+    "ok"); searched, every attempt is recorded and the gates judge what was shipped. Dynamic INT8 is
+    searched until it meets a 0.995 mean cosine (outlier layers kept in float where needed)."""
+    static = {"method": "static", "calibration_samples": 16}
     result, rows = _run(
         "minilm",
         tmp_path,
-        task={"sequence_lengths": [16, 128], "eval_per_length": 8, "calibration_size": 16},
-        targets=[{"format": "onnx", "quantize": [{"method": "dynamic"}, {"method": "static"}]}],
+        task={"sequence_lengths": [16, 128], "eval_per_length": 8},
+        targets=[{"format": "onnx", "quantize": [{"method": "dynamic"}, static, {**static, "search": False}]}],
         benchmark={"warmup": 1, "runs": 5, "batch_size": [1], "sequence_lengths": [16], "reference": False},
     )
-    dynamic, static = rows[("onnx-int8-dynamic", "onnxruntime", 16)], rows[("onnx-int8-static", "onnxruntime", 16)]
     manifests = {
         p.name.rsplit("-", 1)[0]: yaml.safe_load((p / "manifest.json").read_text())
         for p in (result.out_dir / "artifacts").glob("onnx-int8-*")
     }
-    searched = manifests["onnx-int8-dynamic"]["quantization"]["search"]
-    assert searched["met_bar"] and searched["chosen"] > 0 and searched["attempts"][0]["failures"]
-    assert searched["attempts"][searched["chosen"]]["changes"]["exclude_nodes"]  # layers kept in float
-    assert dynamic.gates is not None and dynamic.gates.passed
-    assert dynamic.metrics["cosine_mean"] >= 0.995
-    collapsed = manifests["onnx-int8-static"]["quantization"]["search"]
-    assert not collapsed["met_bar"] and len(collapsed["attempts"]) > 1
-    assert static.gates is not None and not static.gates.passed
-    assert any(f.startswith("onnx-int8-static@onnxruntime") for f in result.gate_failures)
-    assert any("onnx-int8-static: the requested configuration missed the bar" in n for n in result.results["notes"])
+    as_is = rows[("onnx-int8-static-cal-16-as-is", "onnxruntime", 16)]
+    assert as_is.metrics["cosine_mean"] < 0.95 and as_is.gates is not None and not as_is.gates.passed
+    assert "search" not in manifests["onnx-int8-static-cal-16-as-is"]["quantization"]
+    searched = manifests["onnx-int8-static-cal-16"]["quantization"]["search"]
+    assert searched["attempts"][0]["failures"] and len(searched["attempts"]) > 1
+    assert searched["attempts"][1]["changes"] == {"op_types": ["MatMul", "Gemm", "Conv"]}
+    shipped = rows[("onnx-int8-static-cal-16", "onnxruntime", 16)]
+    assert shipped.gates is not None and shipped.metrics["cosine_mean"] > as_is.metrics["cosine_mean"]
+    if not searched["met_bar"]:
+        assert any("onnx-int8-static-cal-16: the requested configuration missed" in n for n in result.results["notes"])
+    dynamic = rows[("onnx-int8-dynamic", "onnxruntime", 16)]
+    found = manifests["onnx-int8-dynamic"]["quantization"]["search"]
+    assert found["met_bar"] and dynamic.gates is not None and dynamic.gates.passed
+    if found["chosen"] > 0:
+        assert found["attempts"][found["chosen"]]["changes"]["exclude_nodes"]  # layers kept in float
 
 
 def test_lm_tiny_exports_with_perplexity_kld_and_token_agreement(tmp_path):

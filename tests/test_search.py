@@ -146,3 +146,34 @@ def test_the_layer_whose_input_has_an_outlier_ranks_first_on_onnx_and_openvino(t
     after_stretch = next(op for op in products if op.input_value(0).get_node().get_type_name() == "Multiply")
     ranked = ov_ranking(tmp_path / "m.xml", feeds)
     assert len(ranked) == 2 and ranked[0] == after_stretch.get_friendly_name()
+
+
+class Plain(QuantizeConfig):
+    """A tool with no other options to offer."""
+
+    method: Literal["plain"] = "plain"
+    noise: float = 1.0
+
+
+class Breaking(Noisy):
+    """Offers one alternative, then fails while making the next (as a layer ranking can)."""
+
+    def alternatives(self, parent: Any, ctx: Any) -> Iterator[QuantizeConfig]:
+        yield self.model_copy(update={"noise": 0.8})
+        raise RuntimeError("ranking failed")
+
+
+def test_a_tool_without_alternatives_is_not_searched(exported, stage_context, tmp_path):
+    strict = _ctx(stage_context, quantized_max_accuracy_drop=0.0)
+    shipped = quantize_to_bar(_noisy_quantize, {"model": exported[("onnx", "fp32")]}, Plain(), tmp_path, strict)
+    assert not Plain().has_alternatives() and Noisy().has_alternatives()
+    assert "search" not in shipped.quantization and (tmp_path / "model.onnx").is_file()
+
+
+def test_alternatives_that_fail_to_be_made_end_the_search_with_what_was_tried(exported, stage_context, tmp_path):
+    strict = _ctx(stage_context, quantized_max_accuracy_drop=0.0)
+    shipped = quantize_to_bar(_noisy_quantize, {"model": exported[("onnx", "fp32")]}, Breaking(), tmp_path, strict)
+    search = shipped.quantization["search"]
+    assert not search["met_bar"] and len(search["attempts"]) == 2
+    assert search["attempts"][-1]["failures"][-1] == "no further alternatives: RuntimeError: ranking failed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]

@@ -267,3 +267,12 @@ def test_a_tensor_index_outside_the_model_is_refused_before_any_native_reader(va
         assert code == 2 and line.startswith(f"edgepipe: error: {tmp_path / 'bad.tflite'}: a truncated or corrupt"), (
             line
         )
+
+
+def test_a_file_of_fixed_batch_is_measured_once_per_point_at_its_own_batch(variants):
+    """TFLite files take batch 1: asked for batch 1 and 8, the benchmark measures batch 1 once, not twice
+    under two names."""
+    from edgepipe.benchmarks.harness import Point, benchmark
+
+    rows = benchmark(variants["fp32"].model_file, "litert", points=[Point(1, 1), Point(1, 8)], warmup=1, runs=5)
+    assert [(r.batch_size, r.status) for r in rows] == [(1, "ok")]
