@@ -58,7 +58,12 @@ BACKENDS: dict[str, FormatBackend] = {
         module="edgepipe.export.openvino",
         export_tools=("torch", "openvino"),
         quantize_tools=("openvino", "nncf"),
-        code=(*_COMMON_CODE, "edgepipe.export.openvino", "edgepipe.runtimes.openvino_runtime"),
+        code=(
+            *_COMMON_CODE,
+            "edgepipe.export.openvino",
+            "edgepipe.export.openvino_inspect",
+            "edgepipe.runtimes.openvino_runtime",
+        ),
     ),
     "tflite": FormatBackend(
         module="edgepipe.export.tflite",

@@ -6,7 +6,6 @@ import contextlib
 import io
 import logging
 import re
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -16,6 +15,7 @@ from pydantic import Field
 
 from edgepipe.configs import QuantizeConfig, Section, TargetConfig, short_hash
 from edgepipe.errors import converting
+from edgepipe.export.openvino_inspect import COMPUTE_OPS, quantization_summary
 from edgepipe.stage import StageContext
 from edgepipe.store import Parents, StageOutput
 from edgepipe.tensors import TensorSpec, with_ranges
@@ -194,80 +194,6 @@ def export(parents: Parents, config: Target, out_dir: Path, ctx: StageContext) -
         outputs=outputs,
         model={"exporter": "openvino.convert_model"},
     )
-
-
-# Operators that do the arithmetic INT8 is for, and the ones a quantized value passes through unchanged
-# in form (so a convolution after FakeQuantize -> MaxPool still takes quantized input).
-COMPUTE_OPS = {"Convolution", "GroupConvolution", "MatMul", "ConvolutionBackpropData", "Gemm"}
-_PASS_THROUGH = {
-    "Convert", "Multiply", "Subtract", "Reshape", "Transpose", "MaxPool", "Squeeze", "Unsqueeze", "Concat",
-    "StridedSlice", "Split", "VariadicSplit",
-}  # fmt: skip
-
-
-def quantization_summary(model: Any) -> dict[str, Any]:
-    """What NNCF really did, read back from the model: FakeQuantize nodes and their levels, which compute
-    operators (convolutions, matrix products) take quantized data and which stay in float, and the
-    element types of the weight constants."""
-    memo: dict[str, bool] = {}
-
-    def quantized(node: Any) -> bool:
-        name = node.get_friendly_name()
-        if name not in memo:
-            kind = node.get_type_name()
-            if kind == "FakeQuantize":
-                memo[name] = True
-            elif kind == "Constant":
-                memo[name] = node.get_output_element_type(0).get_type_name() in ("i8", "u8", "i4", "u4")
-            else:
-                memo[name] = kind in _PASS_THROUGH and any(
-                    quantized(node.input_value(i).get_node()) for i in range(node.get_input_size())
-                )
-        return memo[name]
-
-    ops = list(model.get_ordered_ops())
-    fq = [op for op in ops if op.get_type_name() == "FakeQuantize"]
-    computed: dict[str, Counter[str]] = {"quantized": Counter(), "float": Counter()}
-    for op in ops:
-        if op.get_type_name() in COMPUTE_OPS:
-            q = any(quantized(op.input_value(i).get_node()) for i in range(op.get_input_size()))
-            computed["quantized" if q else "float"][op.get_type_name()] += 1
-    weights = Counter(
-        op.get_output_element_type(0).get_type_name()
-        for op in ops
-        if op.get_type_name() == "Constant" and len(op.get_output_partial_shape(0)) >= 2
-    )
-    scales = Counter("per_channel" if n > 1 else "per_tensor" for n in _weight_scale_sizes(ops, fq))
-    return {
-        "fake_quantize": {"count": len(fq), "levels": dict(Counter(str(op.get_attributes()["levels"]) for op in fq))},
-        "quantized_ops": dict(sorted(computed["quantized"].items())),
-        "float_ops": dict(sorted(computed["float"].items())),
-        "weight_element_types": dict(weights),
-        "weights": {"per_channel": scales["per_channel"], "per_tensor": scales["per_tensor"]},
-    }
-
-
-def _weight_scale_sizes(ops: list[Any], fq: list[Any]) -> list[int]:
-    """How many scales each quantized weight has: a weight compressed to int8 is Constant -> Convert
-    [-> Subtract zero point] -> Multiply by its scales; one fake-quantized in float has its ranges as the
-    FakeQuantize's input_low."""
-
-    def kind(op: Any, i: int) -> str:
-        return str(op.input_value(i).get_node().get_type_name())
-
-    sizes = []
-    for op in ops:
-        if op.get_type_name() == "Multiply" and op.get_input_size() == 2:
-            for i, j in ((0, 1), (1, 0)):
-                src = op.input_value(i).get_node()
-                if src.get_type_name() == "Subtract":
-                    src = src.input_value(0).get_node()
-                if src.get_type_name() == "Convert" and kind(src, 0) == "Constant" and kind(op, j) == "Constant":
-                    sizes.append(int(np.prod(op.input_value(j).get_shape())))
-    for op in fq:
-        if kind(op, 0) == "Constant":
-            sizes.append(int(np.prod(op.input_value(1).get_shape())))
-    return sizes
 
 
 def _quantize(nncf: Any, parent: Any, items: list[Any], config: NncfQuant) -> Any:
