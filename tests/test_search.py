@@ -177,3 +177,30 @@ def test_alternatives_that_fail_to_be_made_end_the_search_with_what_was_tried(ex
     assert not search["met_bar"] and len(search["attempts"]) == 2
     assert search["attempts"][-1]["failures"][-1] == "no further alternatives: RuntimeError: ranking failed"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_a_search_over_a_real_tool_ships_the_same_bytes_twice(exported, stage_context, tmp_path, monkeypatch):
+    """A bar no configuration meets walks through every alternative of onnxruntime's static quantizer
+    (operator types, calibration, layers kept in float by their ranking): twice, the same choice and bytes."""
+    import hashlib
+
+    from edgepipe.export import onnx as onnx_backend
+    from edgepipe.export.onnx import OrtStaticQuant
+
+    task = type(stage_context.task)
+    monkeypatch.setattr(task, "gate_failures", classmethod(lambda cls, row, gates, ref: ["a bar nothing meets"]))
+    strict = _ctx(stage_context)
+    shipped = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        out = quantize_to_bar(
+            onnx_backend.quantize, {"model": exported[("onnx", "fp32")]}, OrtStaticQuant(), tmp_path / run, strict
+        )
+        digest = hashlib.sha256((tmp_path / run / "model.onnx").read_bytes()).hexdigest()
+        search = out.quantization["search"]
+        shipped.append((digest, search["chosen"], [a["changes"] for a in search["attempts"]]))
+    assert shipped[0] == shipped[1]
+    changes = shipped[0][2]
+    # requested, operator types, percentile, then 1, 2 and 3 layers in float: the tiny CNN has 3 weighted layers
+    assert len(changes) == 6 and changes[0] == {} and changes[1] == {"op_types": ["MatMul", "Gemm", "Conv"]}
+    assert changes[2]["calibrate_method"] == "percentile" and len(changes[-1]["exclude_nodes"]) == 3
