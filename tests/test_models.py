@@ -41,6 +41,15 @@ def _example(io: ModelIO) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(0).standard_normal((2, 1, 16, 16)).astype(np.float32))
 
 
+def _example_model(family: str, tmp_path) -> tuple[dict, torch.nn.Module, torch.Tensor]:
+    """A family's module spec from its EXAMPLE_PARAMS, the model it builds (seed 0), and an example input."""
+    module = importlib.import_module(FAMILIES[family])
+    io = _io(family)
+    spec = zoo_spec(family, module.Params.model_validate(module.EXAMPLE_PARAMS).model_dump(), io)
+    torch.manual_seed(0)
+    return spec, build_module(spec, tmp_path).eval(), _example(io)
+
+
 def test_every_family_imports_without_torch_and_serves_a_known_task_kind():
     import subprocess
     import sys
@@ -58,12 +67,8 @@ def test_every_family_imports_without_torch_and_serves_a_known_task_kind():
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_builds_from_its_example_params_and_reloads_bit_for_bit(family, tmp_path):
-    module = importlib.import_module(FAMILIES[family])
+    spec, model, x = _example_model(family, tmp_path)
     io = _io(family)
-    spec = zoo_spec(family, module.Params.model_validate(module.EXAMPLE_PARAMS).model_dump(), io)
-    torch.manual_seed(0)
-    model = build_module(spec, tmp_path).eval()
-    x = _example(io)
     with torch.inference_mode():
         out = model(x)
     assert out.shape[0] == x.shape[0] and out.shape[-1] == io.outputs[0].shape[-1]
@@ -124,12 +129,7 @@ def test_every_family_exports_to_onnx_and_openvino_and_agrees_with_torch(family,
     import onnxruntime as ort
     import openvino as ov
 
-    module = importlib.import_module(FAMILIES[family])
-    io = _io(family)
-    spec = zoo_spec(family, module.Params.model_validate(module.EXAMPLE_PARAMS).model_dump(), io)
-    torch.manual_seed(0)
-    model = build_module(spec, tmp_path).eval()
-    x = _example(io)
+    _, model, x = _example_model(family, tmp_path)
     dims = {0: torch.export.Dim("batch", min=1, max=64)}
     if x.dtype == torch.int64:
         dims[1] = torch.export.Dim("sequence", min=2, max=64)
