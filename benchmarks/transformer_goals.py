@@ -121,10 +121,7 @@ def minilm(out: Path) -> dict[str, Any]:
                 "sha256": row.artifact.sha256,
             }
         )
-    installed = {
-        peer: (importlib.util.find_spec(module.split(".")[0]) is not None and _importable(module), why)
-        for peer, (module, why) in PEER_PACKAGES.items()
-    }
+    installed = {peer: (_importable(module), why) for peer, (module, why) in PEER_PACKAGES.items()}
     return {
         "cpu": results["environment"]["cpu"],
         "rows": rows,

@@ -17,7 +17,7 @@ from edgepipe.configs import QuantizeConfig, SourceConfig
 from edgepipe.environment import code_fingerprint, package_versions
 from edgepipe.errors import EdgepipeError, UnavailableError, UnsupportedModel, first_line, root_cause
 from edgepipe.recipe import Recipe
-from edgepipe.search import bar, quantize_to_bar
+from edgepipe.search import bar, quantize_to_bar, searched
 from edgepipe.stage import SOURCES, STAGES, StageContext, StageKind
 from edgepipe.store import ArtifactStore, Parents, StageOutput
 
@@ -59,7 +59,7 @@ def _counted(output: StageOutput, source: Artifact) -> StageOutput:
 
 def _bar(config: QuantizeConfig, ctx: StageContext) -> dict[str, Any] | None:
     """The gates a quantize step's search holds its result to (part of its cache key)."""
-    return bar(ctx.gates) if config.search and ctx.gates is not None and config.has_alternatives() else None
+    return bar(ctx.gates) if searched(config, ctx) else None
 
 
 def run_stage(store: ArtifactStore, ctx: StageContext, label: str, force: bool, **kwargs: Any) -> Artifact:

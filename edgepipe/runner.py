@@ -101,7 +101,7 @@ def _jobs(
     evaluation: dict[str, Any],
     generation: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
-    from edgepipe.benchmarks.harness import describe_file
+    from edgepipe.benchmarks.model_file import describe_file
     from edgepipe.runtimes import default_runtime
 
     b = recipe.benchmark

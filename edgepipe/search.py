@@ -84,7 +84,7 @@ def quantize_to_bar(
 ) -> StageOutput:
     """Run ``quantize`` with ``config``; when its result misses the task's gates, its alternatives in turn
     (see the module docstring). The shipped files end up in ``out_dir``; the tries' folders are removed."""
-    if not config.search or ctx.gates is None or not config.has_alternatives():
+    if not searched(config, ctx):
         # Nothing to choose between (no gates, search off, or a tool with no other options): the report's
         # gates, measured on the test split, judge the one result.
         return quantize(parents, config, out_dir, ctx)
@@ -160,6 +160,11 @@ def quantize_to_bar(
         },
     }
     return shipped
+
+
+def searched(config: QuantizeConfig, ctx: StageContext) -> bool:
+    """Whether a quantize step is held to the bar: search on, gates given, and a tool with alternatives."""
+    return config.search and ctx.gates is not None and config.has_alternatives()
 
 
 def bar(gates: Any) -> dict[str, Any]:

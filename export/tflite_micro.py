@@ -207,8 +207,9 @@ def bundle_file(model: str | Path, out_dir: Path) -> dict[str, Any]:
     """The bundle of any .tflite file or edgepipe TFLite artifact (``edgepipe bundle``). An artifact's golden
     input is its task's first test example; a bare file's is synthetic (seed 0)."""
     from edgepipe.artifact import load_artifact, resolve_model_path
-    from edgepipe.benchmarks.harness import for_session, manifest_of
+    from edgepipe.benchmarks.harness import for_session
     from edgepipe.benchmarks.inputs import synthetic_feeds
+    from edgepipe.benchmarks.model_file import manifest_of
     from edgepipe.errors import InputError
     from edgepipe.runtimes import get_runtime
 
