@@ -270,7 +270,10 @@ def _quantize(parent: Any, prepared: Path, config: _OrtQuant, out_dir: Path, ctx
         names = {n.name for n in onnx.load(str(prepared), load_external_data=False).graph.node}
         if missing := [n for n in config.exclude_nodes if n not in names]:
             prepared.unlink()
-            raise InputError(f"exclude_nodes: the model has no node {missing[0]!r} ({len(missing)} not found)")
+            raise InputError(
+                f"exclude_nodes: {parent.model_file} has no node {missing[0]!r} "
+                f"({len(missing)} of {len(config.exclude_nodes)} not found)"
+            )
     path = out_dir / MODEL_FILE
     calibration: dict[str, Any] | None = None
     if isinstance(config, OrtStaticQuant):

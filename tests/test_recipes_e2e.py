@@ -145,3 +145,34 @@ def test_a_users_module_runs_through_the_chain(tmp_path):
     manifest = yaml.safe_load((finetuned / "manifest.json").read_text())
     assert manifest["model"]["builder"] == "module" and manifest["lineage"]["stage"] == "finetune"
     assert (finetuned / "module.py").is_file()
+
+
+def test_vit_exports_and_every_variant_is_checked_against_torch_on_its_runtime(tmp_path):
+    """The ViT recipe, shrunk: every format's FP32 export agrees with torch, and each INT8 (and FP16-weight)
+    variant stays close to it, on its own runtime."""
+    result, rows = _run(
+        "vit",
+        tmp_path,
+        task={"image_size": 16, "test_size": 200, "calibration_size": 100},
+        source={"params": {"patch_size": 4, "dim": 32, "depth": 2, "heads": 4}, "epochs": 4},
+        targets=[
+            {"format": "onnx", "quantize": [{"method": "static"}]},
+            {"format": "openvino", "quantize": [{"method": "static", "model_type": "transformer"}, {"method": "fp16"}]},
+            {"format": "tflite", "quantize": [{"method": "static"}]},
+        ],
+        gates={"quantized_max_accuracy_drop": 0.05},
+        benchmark={"warmup": 1, "runs": 5, "reference": False},
+    )
+    assert result.unchecked is None
+    names = {(n, rt) for n, rt, _ in rows}
+    assert names == {
+        ("onnx-fp32", "onnxruntime"), ("onnx-int8-static", "onnxruntime"), ("openvino-fp32", "openvino"),
+        ("openvino-int8-static-transformer", "openvino"), ("openvino-fp16", "openvino"), ("tflite-fp32", "litert"),
+        ("tflite-int8-static", "litert"),
+    }  # fmt: skip
+    for (name, _, _), row in rows.items():
+        assert row.status == "ok" and row.parity is not None
+        if name.endswith("fp32"):
+            assert row.parity["top1_agreement"] == 1.0 and row.parity["max_abs_diff"] < 1e-3
+        else:
+            assert row.parity["top1_agreement"] >= 0.9 and row.gates is not None and row.gates.passed

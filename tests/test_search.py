@@ -204,3 +204,16 @@ def test_a_search_over_a_real_tool_ships_the_same_bytes_twice(exported, stage_co
     # requested, operator types, percentile, then 1, 2 and 3 layers in float: the tiny CNN has 3 weighted layers
     assert len(changes) == 6 and changes[0] == {} and changes[1] == {"op_types": ["MatMul", "Gemm", "Conv"]}
     assert changes[2]["calibrate_method"] == "percentile" and len(changes[-1]["exclude_nodes"]) == 3
+
+
+def test_exclude_nodes_that_name_no_node_are_one_line_naming_the_field_and_file(exported, stage_context, tmp_path):
+    from edgepipe.errors import InputError
+    from edgepipe.export import onnx as onnx_backend
+    from edgepipe.export.onnx import OrtDynamicQuant
+
+    fp32 = exported[("onnx", "fp32")]
+    with pytest.raises(InputError) as info:
+        onnx_backend.quantize({"model": fp32}, OrtDynamicQuant(exclude_nodes=["nope"]), tmp_path, stage_context)
+    said = str(info.value)
+    assert said.startswith("exclude_nodes: ") and str(fp32.model_file) in said and "'nope'" in said
+    assert "\n" not in said and not (tmp_path / "prepared.onnx").exists()
