@@ -36,9 +36,41 @@ def fp32_baseline(row: ResultRow, rows: list[ResultRow]) -> ResultRow | None:
     return None
 
 
-def add_comparisons(rows: list[ResultRow], task: type[Task] | None = None) -> list[str]:
+def _compare(row: ResultRow, base: ResultRow) -> tuple[Comparison, str]:
+    """``row`` against ``base`` (same setup): the comparison, and a note's verdict on it."""
+    assert row.latency_ms is not None and base.latency_ms is not None
+    cmp = speedup(base.latency_ms.model_dump(), row.latency_ms.model_dump())
+    deltas = {f"{m}_delta": v - base.metrics[m] for m, v in row.metrics.items() if m in base.metrics}
+    comparison = Comparison(
+        baseline=base.label,
+        ratio=cmp["ratio"],
+        significant=cmp["significant"],
+        size_ratio=(row.artifact.size_bytes or 0) / (base.artifact.size_bytes or 1),
+        **deltas,
+    )
+    medians = f"median {row.latency_ms.median:.3f} vs {base.latency_ms.median:.3f} ms"
+    if not cmp["significant"]:
+        verdict = f"no significant latency difference, x{cmp['ratio']:.2f}"
+    elif cmp["ratio"] >= 1:
+        verdict = f"{cmp['ratio']:.2f}x faster"
+    else:
+        verdict = f"SLOWER, x{cmp['ratio']:.2f}"
+    where = f" at {_point(row)}" if _point(row) else ""
+    changes = "".join(f"; {m.removesuffix('_delta')} {d:+.4f}" for m, d in deltas.items())
+    said = f"{row.label} vs {base.label}{where}: {verdict} ({medians}); size x{comparison.size_ratio:.2f}{changes}."
+    return comparison, said
+
+
+def add_comparisons(
+    rows: list[ResultRow],
+    task: type[Task] | None = None,
+    dense: set[str] | None = None,
+    compressed: set[str] | None = None,
+) -> list[str]:
     """Give each quantized row ``vs_fp32`` (speed-up, metric changes, size ratio) against its FP32 parent
-    measured on the same runtime, device, threads and shape in this run; return notes."""
+    measured on the same runtime, device, threads and shape in this run; and each row of a compressed
+    model's file (sha256 in ``compressed``) ``vs_dense`` against the dense model's FP32 file of the same
+    format (sha256 in ``dense``), measured the same way. Return notes."""
     notes: list[str] = []
     for row in rows:
         if row.status != "ok" or row.artifact.precision in (None, "fp32") or row.latency_ms is None:
@@ -46,24 +78,27 @@ def add_comparisons(rows: list[ResultRow], task: type[Task] | None = None) -> li
         base = fp32_baseline(row, rows)
         if base is None or base.latency_ms is None:
             continue
-        cmp = speedup(base.latency_ms.model_dump(), row.latency_ms.model_dump())
-        deltas = {f"{m}_delta": v - base.metrics[m] for m, v in row.metrics.items() if m in base.metrics}
-        row.vs_fp32 = Comparison(
-            baseline=base.label,
-            ratio=cmp["ratio"],
-            significant=cmp["significant"],
-            size_ratio=(row.artifact.size_bytes or 0) / (base.artifact.size_bytes or 1),
-            **deltas,
+        row.vs_fp32, said = _compare(row, base)
+        notes.append(said)
+    for row in rows:
+        if row.status != "ok" or row.latency_ms is None or row.artifact.sha256 not in (compressed or set()):
+            continue
+        base = next(
+            (
+                b
+                for b in rows
+                if b.status == "ok"
+                and b.latency_ms is not None
+                and b.artifact.sha256 in (dense or set())
+                and b.artifact.precision == "fp32"
+                and b.artifact.format == row.artifact.format
+                and b.same_setup(row)
+            ),
+            None,
         )
-        medians = f"median {row.latency_ms.median:.3f} vs {base.latency_ms.median:.3f} ms"
-        if not cmp["significant"]:
-            verdict = f"no significant latency difference, x{cmp['ratio']:.2f}"
-        elif cmp["ratio"] >= 1:
-            verdict = f"{cmp['ratio']:.2f}x faster"
-        else:
-            verdict = f"SLOWER, x{cmp['ratio']:.2f}"
-        where = f" at {_point(row)}" if _point(row) else ""
-        notes.append(f"{row.label} vs {base.label}{where}: {verdict} ({medians}); size x{row.vs_fp32.size_ratio:.2f}.")
+        if base is not None:
+            row.vs_dense, said = _compare(row, base)
+            notes.append(f"vs dense: {said}")
     # One note per failure: an artifact that failed at every length failed once, for one reason.
     failures = [f"{row.label}: {row.status}: {row.error}" for row in rows if row.status != "ok"]
     return notes + list(dict.fromkeys(failures))
@@ -127,6 +162,8 @@ def columns(rows: list[ResultRow], task: type[Task] | None) -> list[tuple[str, A
         ("n", lambda r: str(r.latency_ms.n) if r.latency_ms else ""),
         ("speed-up vs fp32", speed),
     ]
+    if any(r.vs_dense for r in rows):
+        cols.append(("vs dense fp32", lambda r: _vs_dense(r.vs_dense)))
     if any(r.generation for r in rows):
         cols += [
             ("prompt tok/s", lambda r: _f(r.generation.prompt_tokens_per_s if r.generation else None, ".0f")),
@@ -138,6 +175,14 @@ def columns(rows: list[ResultRow], task: type[Task] | None) -> list[tuple[str, A
         ("status", lambda r: "gate failed" if r.gates and not r.gates.passed else r.status),
     ]
     return cols
+
+
+def _vs_dense(vs: Comparison | None) -> str:
+    """``x9.12, 1/14.3 size``: a compressed model's file against the dense FP32 file on the same runtime."""
+    if vs is None:
+        return ""
+    speed = f"x{vs.ratio:.2f}" + ("" if vs.significant else " (n.s.)")
+    return f"{speed}, 1/{1 / vs.size_ratio:.1f} size" if vs.size_ratio else speed
 
 
 def tensor_types(types: dict[str, int]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgepipe.artifact import Artifact
@@ -114,13 +114,40 @@ def build_source(
     )
 
 
+@dataclass
+class Checkpoint:
+    """A torch model the targets are exported from: the final model; with compression stages also the
+    dense source model (the baseline every compressed model is compared with) and each stage marked
+    ``export``. ``tag`` prefixes its exports' names ("" for the dense or only model)."""
+
+    tag: str
+    model: Artifact
+    compressed: bool = False  # made by (or after) a compression stage
+    ptq_twin: str | None = None  # QAT: the checkpoint it was trained from, whose PTQ variants it faces
+    stages: list[Artifact] = field(default_factory=list)  # what each stage since the previous checkpoint made
+
+
 def build_model(recipe: Recipe, ctx: StageContext, store: ArtifactStore, force: bool) -> Artifact:
-    """The source, then each torch-side stage in order: the torch model every target exports."""
-    model = build_source(recipe.source, ctx, store, force)
+    """The torch model every stage has made: the one the targets are exported from."""
+    return build_checkpoints(recipe, ctx, store, force)[-1].model
+
+
+def build_checkpoints(recipe: Recipe, ctx: StageContext, store: ArtifactStore, force: bool) -> list[Checkpoint]:
+    """The source, then each torch-side stage in order: the torch models the targets are exported from,
+    the final one last."""
+    source = build_source(recipe.source, ctx, store, force)
+    compressing = any(s.tag for s in recipe.stages)
+    checkpoints = [Checkpoint("", source)] if compressing else []
+    model, tag = source, ""
+    made: list[Artifact] = []
     for i, stage in enumerate(recipe.stages):
         kind = STAGES[stage.stage]
-        extra = {role: build_source(src, ctx, store, force, role) for role, src in stage.extra_sources().items()}
+        extra = {
+            role: source if src == "source" else build_source(src, ctx, store, force, role)  # type: ignore[arg-type]
+            for role, src in stage.extra_sources().items()
+        }
         parents: Parents = {"model": model, **extra}
+        twin = next((c.tag for c in checkpoints if c.model.sha256 == model.sha256), None)
         model = run_stage(
             store,
             ctx,
@@ -134,7 +161,28 @@ def build_model(recipe: Recipe, ctx: StageContext, store: ArtifactStore, force: 
             build=lambda out, k=kind, s=stage, p=parents: k.verb()(p, s, out, ctx),
             seed=ctx.seed,
         )
-    return model
+        tag = stage.tag or tag
+        made.append(model)
+        if stage.export or i == len(recipe.stages) - 1:
+            checkpoints.append(
+                Checkpoint(
+                    _unique(tag or stage.stage, {c.tag for c in checkpoints}) if compressing else "",
+                    model,
+                    compressed=bool(tag),
+                    ptq_twin=twin if stage.stage == "qat" else None,
+                    stages=made,
+                )
+            )
+            made = []
+    return checkpoints or [Checkpoint("", source)]
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name2``, ``name3``, ... when a checkpoint already has it (two pruning stages)."""
+    n = 1
+    while (candidate := name if n == 1 else f"{name}{n}") in taken:
+        n += 1
+    return candidate
 
 
 @dataclass
@@ -154,9 +202,13 @@ class Targets:
     unsupported: list[Unsupported]
 
 
-def build_targets(recipe: Recipe, ctx: StageContext, model: Artifact, store: ArtifactStore, force: bool) -> Targets:
+def build_targets(
+    recipe: Recipe, ctx: StageContext, model: Artifact, store: ArtifactStore, force: bool, tag: str = ""
+) -> Targets:
     """Each target's FP32 export of the torch model, its quantized variants, and the steps that follow them
-    (an embedded bundle). A step the format's tool cannot take is reported, not fatal."""
+    (an embedded bundle), named ``<tag>-...`` when a tag is given. A step the format's tool cannot take is
+    reported, not fatal."""
+    prefix = f"{tag}-" if tag else ""
     from edgepipe.export import backend
 
     artifacts: list[Artifact] = []
@@ -183,10 +235,10 @@ def build_targets(recipe: Recipe, ctx: StageContext, model: Artifact, store: Art
             "outputs": [s.model_dump() for s in model.manifest.outputs],
         }
         fp32 = attempt(
-            f"{target.format}-fp32",
+            f"{prefix}{target.format}-fp32",
             "fp32",
             target.format,
-            label=f"export {target.format}",
+            label=f"export {prefix}{target.format}",
             stage="export",
             config=config,
             parents={"model": model},
@@ -197,7 +249,7 @@ def build_targets(recipe: Recipe, ctx: StageContext, model: Artifact, store: Art
             continue
         made = [fp32]
         for q in target.quantize:
-            name = q.variant_name(target.format)
+            name = prefix + q.variant_name(target.format)
             variant = attempt(
                 name,
                 q.precision,

@@ -50,9 +50,17 @@ class StageConfig(Section):
 
     stage: str
     trains: ClassVar[bool] = False  # it trains on the task's data (so the task must have training data)
+    # A compression stage names the models it makes ("pruned"): their exports are called so, and the
+    # recipe's source model is exported too, as the dense baseline they are compared with.
+    tag: ClassVar[str | None] = None
+    export: bool = Field(
+        False,
+        description="also export this stage's model to every target (with its quantize variants) and benchmark it",
+    )
 
-    def extra_sources(self) -> dict[str, SourceConfig]:
-        """Other models this stage reads besides the one it transforms, by role (a teacher)."""
+    def extra_sources(self) -> dict[str, SourceConfig | str]:
+        """Other models this stage reads besides the one it transforms, by role (a teacher): a source config,
+        or "source" for the recipe's own source model."""
         return {}
 
 

@@ -12,7 +12,10 @@ from pydantic import BaseModel, ConfigDict
 # there are too few runs for a 95% interval; status "unsupported" rows have no file.
 # 3: rows of language models gain ``generation`` (prompt and generation tokens/s); artifacts gain
 # ``parameters`` (for bits per weight); ``recommendation`` at the top level (memory budget).
-RESULTS_SCHEMA_VERSION = 3
+# 4: rows gain ``vs_dense`` (a compressed model's file against the dense source model's FP32 export on the
+# same runtime); the top level gains ``checkpoints`` (the torch models a recipe exported, with what each
+# compression stage did).
+RESULTS_SCHEMA_VERSION = 4
 
 
 class _Strict(BaseModel):
@@ -54,8 +57,9 @@ class LatencyStats(_Strict):
 
 
 class Comparison(BaseModel):
-    """A quantized row against the FP32 row it was made from, same runtime, device, threads and shape:
-    ``ratio`` = FP32 median / this median (> 1: faster); ``<metric>_delta`` per task metric."""
+    """A row against a baseline row measured with the same runtime, device, threads and shape (its FP32
+    parent, or the dense model's FP32 export): ``ratio`` = baseline median / this median (> 1: faster);
+    ``<metric>_delta`` per task metric."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -111,6 +115,7 @@ class ResultRow(_Strict):
     nonfinite_outputs: int | None = None  # NaN or Inf values in the evaluated outputs
     generation: GenerationStats | None = None  # language models: tokens/s (first row of each thread count)
     vs_fp32: Comparison | None = None
+    vs_dense: Comparison | None = None  # a compressed model's row against the dense model's FP32 file
     gates: GateResult | None = None
     session: dict[str, Any] = {}
 

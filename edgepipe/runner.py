@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.artifact import Artifact
-from edgepipe.chain import Unsupported, build_model, build_targets, check_tools
+from edgepipe.chain import Targets, Unsupported, build_checkpoints, build_targets, check_tools
 from edgepipe.environment import describe_environment, package_version
 from edgepipe.errors import InputError
 from edgepipe.files import sha256_json
@@ -98,9 +98,11 @@ def _jobs(
     recipe: Recipe,
     artifacts: list[Artifact],
     points: list[dict[str, Any]],
-    evaluation: dict[str, Any],
+    evaluations: dict[str, dict[str, Any]],
     generation: dict[str, Any] | None,
 ) -> list[dict[str, Any]]:
+    """One benchmark job per (artifact, runtime, inference precision, device); ``evaluations`` gives each
+    artifact (by sha256) the task data and the reference outputs of the torch model it was exported from."""
     from edgepipe.benchmarks.model_file import describe_file
     from edgepipe.runtimes import default_runtime
 
@@ -127,7 +129,7 @@ def _jobs(
                         "runs": b.runs,
                         "max_seconds": b.max_seconds,
                         "seed": recipe.seed,
-                        "eval": evaluation,
+                        "eval": evaluations[art.sha256],
                         "generation": generation,
                         "options": {"inference_precision": precision} if precision else None,
                         "artifact": artifact,
@@ -179,6 +181,7 @@ def run_recipe(
     """
     from edgepipe.benchmarks.report import add_comparisons, recommend, render_table, write_results
     from edgepipe.benchmarks.worker import run_in_subprocess
+    from edgepipe.compress.report import checkpoint_summary, compression_notes, qat_notes
 
     log = log or silent
     started = time.perf_counter()
@@ -195,22 +198,37 @@ def run_recipe(
     ctx = StageContext(task, recipe.seed, recipe.base_dir, log, recipe.gates)
     sizes = ", ".join(f"{k} {v}" for k, v in task.split_sizes().items())
     log(f"[data] {task.kind} on {task.name}: {sizes} {task.unit}")
-    model = build_model(recipe, ctx, store, force)
+    checkpoints = build_checkpoints(recipe, ctx, store, force)
+    model = checkpoints[-1].model
     # Evaluation and timing data before any export: a length the model cannot take fails here.
     data_dir = out / "data"
     pre = ctx.preprocessor(model)
     data = task.eval_set(pre)
     points = _points(recipe, task, pre, data_dir)
     generation = _generation(recipe, task, pre)
-    targets = build_targets(recipe, ctx, model, store, force)
+    built = [(c, build_targets(recipe, ctx, c.model, store, force, c.tag)) for c in checkpoints]
 
     data_path = data.save(data_dir / f"eval-{data.sha256()[:12]}.npz")
-    reference_path, reference = reference_outputs(model, data, data_dir, recipe.benchmark.threads[0], force)
-    evaluation = {"task": task.kind, "data": str(data_path), "reference": str(reference_path)}
+    threads = recipe.benchmark.threads[0]
+    evaluations: dict[str, dict[str, Any]] = {}
+    references: dict[str, dict[str, float]] = {}  # each file is scored against the torch model it came from
+    artifacts: list[Artifact] = []
+    for c, made in built:
+        reference_path, reference = reference_outputs(c.model, data, data_dir, threads, force)
+        evaluation = {"task": task.kind, "data": str(data_path), "reference": str(reference_path)}
+        metrics = task.quality(reference, data, None)[0]
+        for a in [c.model, *made.models]:
+            evaluations[a.sha256], references[a.sha256] = evaluation, metrics
+        artifacts += ([c.model] if recipe.benchmark.reference else []) + made.models
+    reference_metrics = references[model.sha256]
+    targets = Targets(
+        [a for _, t in built for a in t.models],
+        [a for _, t in built for a in t.extras],
+        [u for _, t in built for u in t.unsupported],
+    )
 
-    artifacts = ([model] if recipe.benchmark.reference else []) + targets.models
     rows: list[ResultRow] = [_unsupported_row(u, recipe) for u in targets.unsupported if u.format in FORMATS]
-    for job in _jobs(recipe, artifacts, points, evaluation, generation):
+    for job in _jobs(recipe, artifacts, points, evaluations, generation):
         t0 = time.perf_counter()
         for row in run_in_subprocess(job, recipe.benchmark.timeout_s):
             row = _ran_at(row, job)
@@ -223,15 +241,18 @@ def run_recipe(
         took = time.perf_counter() - t0
         log(f"[bench] {job['artifact']['name']} on {job['runtime']}/{job['device']} took {took:.1f} s")
 
-    notes = add_comparisons(rows, type(task))
+    dense = {a.sha256 for c, t in built if not c.compressed and len(built) > 1 for a in [c.model, *t.models]}
+    compressed = {a.sha256 for c, t in built if c.compressed for a in [c.model, *t.models]}
+    notes = add_comparisons(rows, type(task), dense, compressed)
+    notes += [n for c in checkpoints for n in compression_notes(c)]
+    notes += qat_notes(rows, checkpoints, type(task))
     first_metric = task.metrics[0].name if task.metrics else None
     notes += [
         n for a in targets.models if (n := search_summary(a.manifest.name, a.manifest.quantization, first_metric))
     ]
     notes += [f"{u.name}: {u.format} unsupported: {u.reason}" for u in targets.unsupported if u.format not in FORMATS]
     notes += [f"{a.manifest.name}: {a.path}" + _summary(a) for a in targets.extras]
-    reference_metrics, _, _ = task.quality(reference, data, None)
-    report = check_gates(rows, type(task), recipe.gates, reference_metrics)
+    report = check_gates(rows, type(task), recipe.gates, reference_metrics, references)
     notes += [f"GATE FAILED: {f}" for f in report.failures]
     recommendation = None
     if recipe.benchmark.memory_budget_mb is not None:
@@ -255,6 +276,7 @@ def run_recipe(
             "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better} for m in task.metrics],
             "parity": [{"name": m.name, "higher_is_better": m.higher_is_better} for m in task.parity_measures],
         },
+        "checkpoints": [checkpoint_summary(c, references[c.model.sha256]) for c in checkpoints],
         "environment": describe_environment(),
         "notes": notes,
         "recommendation": recommendation,

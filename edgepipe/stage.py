@@ -86,7 +86,18 @@ SOURCES: dict[str, StageKind] = {
     ),
 }
 
-# Torch-side stages between the source and the exports (pruning, distillation and QAT register here too).
+
+def _compression(name: str, config: str, tools: tuple[str, ...] = ()) -> StageKind:
+    module = f"edgepipe.compress.{name}"
+    return StageKind(
+        f"{module}:{config}",
+        f"{module}:{name}_stage",
+        (*_TORCH, *tools),
+        (*_MODEL_CODE, "edgepipe.models.train", "edgepipe.compress.common", module),
+    )
+
+
+# Torch-side stages between the source and the exports: more training, and compression in torch.
 STAGES: dict[str, StageKind] = {
     "finetune": StageKind(
         "edgepipe.models.train:Finetune",
@@ -94,6 +105,10 @@ STAGES: dict[str, StageKind] = {
         _TORCH,
         (*_MODEL_CODE, "edgepipe.models.train"),
     ),
+    "prune": _compression("prune", "Prune", ("torch-pruning", "onnx", "onnxruntime")),
+    "sparsify": _compression("sparsify", "Sparsify"),
+    "distill": _compression("distill", "Distill"),
+    "qat": _compression("qat", "Qat"),
 }
 
 

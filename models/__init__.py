@@ -46,6 +46,10 @@ BUILDERS: dict[str, str] = {
 
 WEIGHTS_FILE = "model.safetensors"
 
+# What a stage records of itself in the ``model`` block (training history, what pruning removed, ...): a
+# derived model's spec starts from its parent's without them, so each manifest says what its stage did.
+STAGE_RECORDS = ("resized", "parameters", "training", "pruning", "sparsity", "distillation", "qat")
+
 
 def family_module(name: str) -> Any:
     """The module of a registered family: its ``Params``, ``TASKS`` and ``build`` (torch-free to import;
@@ -194,7 +198,7 @@ def save_torch_model(module: torch.nn.Module, spec: dict[str, Any], out: Path) -
     """Write a torch artifact's weights and complete its spec: the parameter count, and the tensors whose
     shapes differ from what the spec builds (a pruning stage shrank them), which loading will fit."""
     built = build_module(spec, out).state_dict()
-    spec = {k: v for k, v in spec.items() if k not in ("resized", "parameters", "training")}
+    spec = {k: v for k, v in spec.items() if k not in STAGE_RECORDS}
     resized = sorted(n for n, t in module.state_dict().items() if n in built and built[n].shape != t.shape)
     if resized:
         spec["resized"] = resized

@@ -6,6 +6,7 @@ same loop trains a classifier on digits and a language model on standard-library
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
     from edgepipe.stage import StageContext
     from edgepipe.tasks import Preprocessor, Task
+
+# A training loss besides the task's own: (first output, targets, the batch's feeds) -> loss.
+Objective = Callable[["torch.Tensor", "torch.Tensor", dict[str, np.ndarray]], "torch.Tensor"]
 
 # A progress line at most this often while training (an epoch of a language model takes minutes).
 PROGRESS_EVERY_S = 30.0
@@ -88,8 +92,10 @@ def train(
     seed: int,
     ctx: StageContext,
     label: str = "train",
+    objective: Objective | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` in place with the task's loss; return a history with the test metrics reached."""
+    """Train ``model`` in place with the task's loss (or ``objective``: a distillation's loss, which also
+    sees the batch's feeds); return a history with the test metrics reached."""
     import torch
 
     seed_everything(seed)
@@ -110,7 +116,9 @@ def train(
                 break
             optimizer.zero_grad(set_to_none=True)
             out = model(*(torch.from_numpy(feeds[n]) for n in names))
-            loss = task.loss(out[0] if isinstance(out, (tuple, list)) else out, torch.from_numpy(target))
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            labels = torch.from_numpy(target)
+            loss = objective(out, labels, feeds) if objective else task.loss(out, labels)
             loss.backward()
             optimizer.step()
             schedule.step()

@@ -1,11 +1,15 @@
 """The network of the ``vit`` family (see ``edgepipe.models.vit`` for its parameters).
 
-Attention is spelled out (one Linear for q, k and v, MatMul, Softmax, MatMul, an output Linear) rather
-than nn.MultiheadAttention or scaled_dot_product_attention, so exporters and quantizers see plain ops.
-Shapes are static per image size except the batch, which reshapes leave as -1.
+Attention is spelled out (a Linear each for q, k and v, MatMul, Softmax, MatMul, an output Linear) rather
+than nn.MultiheadAttention or scaled_dot_product_attention, so exporters and quantizers see plain ops and
+torch-pruning's dependency graph can remove whole heads: the number of heads is read from the q
+projection's width, so a model with pruned heads rebuilds from its saved tensors. Shapes are static per
+image size except the batch, which reshapes leave as -1.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,16 +20,19 @@ from edgepipe.models.vit import Params
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, tokens: int, dropout: float):
         super().__init__()
-        self.heads, self.head_dim, self.tokens = heads, dim // heads, tokens
+        self.head_dim, self.tokens = dim // heads, tokens
         self.scale = self.head_dim**-0.5
-        self.qkv = nn.Linear(dim, 3 * dim)
+        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.dropout = nn.Dropout(dropout)
 
+    @property
+    def heads(self) -> int:
+        return self.q.out_features // self.head_dim
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, h, d = self.tokens, self.heads, self.head_dim
-        qkv = self.qkv(x).reshape(-1, t, 3, h, d).permute(2, 0, 3, 1, 4)  # (3, N, heads, tokens, head_dim)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k, v = (p(x).reshape(-1, t, h, d).transpose(1, 2) for p in (self.q, self.k, self.v))  # (N, h, t, d)
         attn = torch.softmax(q @ k.transpose(-2, -1) * self.scale, dim=-1)
         out = (self.dropout(attn) @ v).transpose(1, 2).reshape(-1, t, h * d)
         return self.proj(out)
@@ -66,6 +73,15 @@ class ViT(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
+
+    def pruning_hints(self) -> dict[str, Any]:
+        """What structured pruning may remove: whole attention heads and FFN width. The residual stream's
+        width stays (the layers writing into it are kept whole), and so does the classifier."""
+        blocks: list[Block] = list(self.blocks)  # type: ignore[arg-type]
+        writers: list[nn.Module] = [self.head, self.patch_embed]
+        writers += [m for b in blocks for m in (b.attn.proj, b.mlp[3])]
+        heads = {p: b.attn.heads for b in blocks for p in (b.attn.q, b.attn.k, b.attn.v)}
+        return {"ignored_layers": writers, "num_heads": heads}
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(input).flatten(2).transpose(1, 2)  # (N, patches, dim)
