@@ -19,7 +19,14 @@ def _device_name(torch: Any, device: Any) -> str:
 
 
 class TorchSession(Session):
-    def __init__(self, module: Any, device: str, inputs: list[TensorSpec], outputs: list[TensorSpec]):
+    def __init__(
+        self,
+        module: Any,
+        device: str,
+        inputs: list[TensorSpec],
+        outputs: list[TensorSpec],
+        threads_before: int | None = None,
+    ):
         import torch
 
         self._torch = torch
@@ -32,6 +39,14 @@ class TorchSession(Session):
         self.module = module.to(self.device).eval()
         self.inputs, self.outputs = inputs, outputs
         self.info = {"torch_threads": torch.get_num_threads(), "device_name": _device_name(torch, self.device)}
+        # torch's thread count is the process's: closing gives the caller back its own (an API call that
+        # loads the reference, e.g. run_recipe, would otherwise change how the caller's torch trains).
+        self._threads_before = threads_before
+
+    def close(self) -> None:
+        if self._threads_before is not None:
+            self._torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         torch = self._torch
@@ -59,10 +74,15 @@ class TorchRuntime(Runtime[Session]):
         from edgepipe.artifact import Artifact
         from edgepipe.models import load_torch_model
 
+        before = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)
-        manifest = read_manifest(Path(path).parent)
-        if manifest.format != "torch":
-            raise InputError(f"{path}: manifest says format '{manifest.format}', not torch")
-        module = load_torch_model(Artifact(Path(path).parent, manifest))
-        return TorchSession(module, device, manifest.inputs, manifest.outputs)
+        try:
+            manifest = read_manifest(Path(path).parent)
+            if manifest.format != "torch":
+                raise InputError(f"{path}: manifest says format '{manifest.format}', not torch")
+            module = load_torch_model(Artifact(Path(path).parent, manifest))
+        except BaseException:
+            torch.set_num_threads(before)
+            raise
+        return TorchSession(module, device, manifest.inputs, manifest.outputs, before if threads else None)

@@ -170,6 +170,23 @@ def test_distillation_names_its_teacher_in_the_lineage(stage_context, store):
     assert manifest.model["training"]["test_metrics"]["accuracy"] > 0.5
 
 
+def test_feature_matching_trains_a_projection_that_is_not_saved(stage_context, store):
+    from safetensors.torch import load_file
+
+    hidden = {"student": "pool", "teacher": "pool", "weight": 0.5}
+    stages = [
+        {"stage": "prune", "ratio": 0.5, "finetune": {"epochs": 0}},
+        {"stage": "distill", "teacher": "source", "epochs": 1, "hidden": hidden},
+    ]
+    [_, student] = _checkpoints(stages, stage_context, store)
+    assert student.model.manifest.model["distillation"]["hidden"] == hidden
+    saved = load_file(str(student.model.model_file))
+    assert not [k for k in saved if "projection" in k]  # the student ships as its own architecture
+    bad = [stages[0], {**stages[1], "hidden": {"student": "features.0", "teacher": "pool"}}]
+    with pytest.raises(InputError, match=r"distill\.hidden: the student's 'features\.0' gives"):
+        _checkpoints(bad, stage_context, store)
+
+
 def test_a_language_model_distils_next_token_distributions(tmp_path):
     """A smaller decoder learns from a larger one on next-token logits at every position (same tokenizer)."""
     from conftest import LM_RECIPE
