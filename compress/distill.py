@@ -92,7 +92,7 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
     import torch
 
     from edgepipe.compress.common import example_args, named_layers
-    from edgepipe.models import copy_spec_files, save_torch_model
+    from edgepipe.models import copy_spec_files, derived_output, save_torch_model
     from edgepipe.models.train import train
 
     student_art, teacher_art = parents["model"], parents["teacher"]
@@ -144,13 +144,9 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
     ctx.log(f"[distill] student {history['parameters']:,} parameters, test {metrics}")
     teacher_params = sum(p.numel() for p in teacher.parameters())
     spec = save_torch_model(student, student_art.manifest.model, out)
-    return StageOutput(
-        format="torch",
-        precision=student_art.manifest.precision,
-        primary="model.safetensors",
-        inputs=student_art.manifest.inputs,
-        outputs=student_art.manifest.outputs,
-        model={
+    return derived_output(
+        student_art,
+        {
             **spec,
             "training": history,
             "distillation": {

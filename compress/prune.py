@@ -103,7 +103,7 @@ def prune_stage(parents: Parents, config: Prune, out: Path, ctx: StageContext) -
         onnx_latency_ms,
         output_layers,
     )
-    from edgepipe.models import copy_spec_files, save_torch_model
+    from edgepipe.models import copy_spec_files, derived_output, save_torch_model
     from edgepipe.models.train import train
 
     parent = parents["model"]
@@ -170,14 +170,7 @@ def prune_stage(parents: Parents, config: Prune, out: Path, ctx: StageContext) -
     if config.budgeted and not met:
         ctx.log(f"[prune] BUDGET NOT MET at {summary['channel_ratio']:.0%} of channels removed (max_ratio)")
     spec = save_torch_model(model, parent.manifest.model, out)
-    return StageOutput(
-        format="torch",
-        precision=parent.manifest.precision,
-        primary="model.safetensors",
-        inputs=parent.manifest.inputs,
-        outputs=parent.manifest.outputs,
-        model={**spec, "pruning": summary},
-    )
+    return derived_output(parent, {**spec, "pruning": summary})
 
 
 def _within_budget(config: Prune, entry: dict[str, Any], macs0: int) -> bool:

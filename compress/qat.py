@@ -56,7 +56,7 @@ def qat_stage(parents: Parents, config: Qat, out: Path, ctx: StageContext) -> St
     from torch.nn.utils import parametrize
 
     from edgepipe.compress.common import layers, named_layers
-    from edgepipe.models import copy_spec_files, save_torch_model
+    from edgepipe.models import copy_spec_files, derived_output, save_torch_model
     from edgepipe.models.train import train
 
     class WeightGrid(torch.nn.Module):  # a parametrization: the layer sees its weight on the INT8 grid
@@ -87,13 +87,9 @@ def qat_stage(parents: Parents, config: Qat, out: Path, ctx: StageContext) -> St
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in history["test_metrics"].items())
     ctx.log(f"[qat] {len(targets)} layers trained on the INT8 grid, test {metrics} (with fake quantization)")
     spec = save_torch_model(model, parent.manifest.model, out)
-    return StageOutput(
-        format="torch",
-        precision=parent.manifest.precision,
-        primary="model.safetensors",
-        inputs=parent.manifest.inputs,
-        outputs=parent.manifest.outputs,
-        model={
+    return derived_output(
+        parent,
+        {
             **spec,
             "training": history,
             "qat": {

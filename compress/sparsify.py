@@ -56,7 +56,7 @@ def sparsify_stage(parents: Parents, config: Sparsify, out: Path, ctx: StageCont
     from torch.nn.utils import prune
 
     from edgepipe.compress.common import layers, named_layers
-    from edgepipe.models import copy_spec_files, save_torch_model
+    from edgepipe.models import copy_spec_files, derived_output, save_torch_model
     from edgepipe.models.train import train
 
     parent = parents["model"]
@@ -98,11 +98,4 @@ def sparsify_stage(parents: Parents, config: Sparsify, out: Path, ctx: StageCont
         f"[sparsify] {summary['overall']:.1%} of the weights zero; weights zip to {summary['zip_bytes']:,} bytes "
         f"(dense: {summary['dense_zip_bytes']:,}); dense runtimes run the zeros at full cost"
     )
-    return StageOutput(
-        format="torch",
-        precision=parent.manifest.precision,
-        primary="model.safetensors",
-        inputs=parent.manifest.inputs,
-        outputs=parent.manifest.outputs,
-        model={**spec, "sparsity": summary},
-    )
+    return derived_output(parent, {**spec, "sparsity": summary})

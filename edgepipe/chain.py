@@ -155,7 +155,8 @@ def build_checkpoints(recipe: Recipe, ctx: StageContext, store: ArtifactStore, f
             force,
             name=f"torch-{stage.stage}",
             stage=stage.stage,
-            config={**stage.model_dump(mode="json"), "index": i, "task": ctx.task.describe()},
+            # `export` says what else is benchmarked, not what the stage makes: not part of its cache key.
+            config={**stage.model_dump(mode="json", exclude={"export"}), "index": i, "task": ctx.task.describe()},
             parents=parents,
             tools=_tools(kind),
             build=lambda out, k=kind, s=stage, p=parents: k.verb()(p, s, out, ctx),
@@ -163,10 +164,13 @@ def build_checkpoints(recipe: Recipe, ctx: StageContext, store: ArtifactStore, f
         )
         tag = stage.tag or tag
         made.append(model)
-        if stage.export or i == len(recipe.stages) - 1:
+        last = i == len(recipe.stages) - 1
+        if stage.export or last:
+            # Without compression the final model's files keep plain names (onnx-fp32), as with no stages.
+            named = compressing or not last
             checkpoints.append(
                 Checkpoint(
-                    _unique(tag or stage.stage, {c.tag for c in checkpoints}) if compressing else "",
+                    _unique(tag or stage.stage, {c.tag for c in checkpoints}) if named else "",
                     model,
                     compressed=bool(tag),
                     ptq_twin=twin if stage.stage == "qat" else None,

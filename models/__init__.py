@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import torch
 
     from edgepipe.artifact import Artifact
+    from edgepipe.store import StageOutput
     from edgepipe.tasks import ModelIO
 
 # family name -> module that defines ``Params``, ``TASKS`` (the task kinds it serves), ``build(params, io)``
@@ -204,6 +205,17 @@ def save_torch_model(module: torch.nn.Module, spec: dict[str, Any], out: Path) -
         spec["resized"] = resized
     spec["parameters"] = save_weights(module, out / WEIGHTS_FILE)
     return spec
+
+
+def derived_output(parent: Artifact, model: dict[str, Any]) -> StageOutput:
+    """What a torch-side stage makes: a torch artifact with its parent's precision and inputs and outputs,
+    and ``model``: its module spec and the stage's own record."""
+    from edgepipe.store import StageOutput
+
+    m = parent.manifest
+    return StageOutput(
+        format="torch", precision=m.precision, primary=WEIGHTS_FILE, inputs=m.inputs, outputs=m.outputs, model=model
+    )
 
 
 def copy_spec_files(parent: Artifact, out: Path) -> None:

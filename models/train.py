@@ -197,7 +197,7 @@ def train_source(parents: Parents, config: TrainSource, out: Path, ctx: StageCon
 
 def finetune_stage(parents: Parents, config: Finetune, out: Path, ctx: StageContext) -> StageOutput:
     """Train the parent torch model further; its module spec (and so any change of shape) is kept."""
-    from edgepipe.models import copy_spec_files, save_torch_model
+    from edgepipe.models import copy_spec_files, derived_output, save_torch_model
 
     parent = parents["model"]
     copy_spec_files(parent, out)
@@ -205,11 +205,4 @@ def finetune_stage(parents: Parents, config: Finetune, out: Path, ctx: StageCont
     history = train(model, ctx.task, ctx.preprocessor(parent), config, ctx.seed, ctx, label="finetune")
     ctx.log(f"[finetune] {_summary(history)}")
     spec = save_torch_model(model, parent.manifest.model, out)
-    return StageOutput(
-        format="torch",
-        precision=parent.manifest.precision,
-        primary="model.safetensors",
-        inputs=parent.manifest.inputs,
-        outputs=parent.manifest.outputs,
-        model={**spec, "training": history},
-    )
+    return derived_output(parent, {**spec, "training": history})
