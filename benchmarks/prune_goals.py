@@ -99,18 +99,26 @@ def distillation(out: Path) -> dict[str, Any]:
     import yaml
 
     quick = yaml.safe_load((RECIPES / "quickstart.yaml").read_text())
+    # 3 epochs: trained alone for 5, this student matches the teacher and leaves no gap to close.
     cnn_student = {**quick["source"], "params": {"channels": [32, 64, 128], "convs_per_block": 2}, "epochs": 3}
     cnn = _distilled(quick, quick["source"], cnn_student, out / "cnn")
     lm = yaml.safe_load((RECIPES / "lm-tiny.yaml").read_text())
-    lm_student = {**lm["source"], "params": {**lm["source"]["params"], "dim": 64}}
-    slm = _distilled(lm, lm["source"], lm_student, out / "slm")
+    # lm-tiny's one epoch leaves it worse than a smaller model (73 against 60 perplexity): a teacher
+    # must know more than its student, so both train for 4 epochs here.
+    lm_teacher = {**lm["source"], "epochs": 4}
+    lm_student = {**lm_teacher, "params": {**lm["source"]["params"], "dim": 64}}
+    slm = _distilled(lm, lm_teacher, lm_student, out / "slm")
     return {"cnn": {**cnn, "metric": "accuracy"}, "slm": {**slm, "metric": "perplexity"}}
 
 
-def _gap_closed(d: dict[str, Any]) -> float:
+def _gap_closed(d: dict[str, Any]) -> float | None:
+    """The share of the teacher's lead over the student trained alone that distillation wins back (None: the
+    teacher has no lead)."""
     m = d["metric"]
     teacher, alone, taught = d["teacher"][m], d["alone"][m], d["distilled"][m]
-    return (taught - alone) / (teacher - alone) if teacher != alone else float("nan")
+    lead = (alone - teacher) if m == "perplexity" else (teacher - alone)
+    won = (alone - taught) if m == "perplexity" else (taught - alone)
+    return won / lead if lead > 0 else None
 
 
 def main() -> None:
@@ -149,7 +157,12 @@ def main() -> None:
             f"\nDistillation, {kind}: student {d['student_parameters']:,} parameters "
             f"(x{d['student_parameters'] / d['teacher_parameters']:.2f} of the teacher's): {m} teacher "
             f"{d['teacher'][m]:.4f}, student alone {d['alone'][m]:.4f}, distilled {d['distilled'][m]:.4f}: "
-            f"{closed:.0%} of the gap closed -> {'meets goal' if closed >= GOALS['gap_closed'] else 'MISSES GOAL'}"
+            + (
+                "the teacher is no better than the student alone: no gap to close"
+                if closed is None
+                else f"{closed:.0%} of the gap closed -> "
+                + ("meets goal" if closed >= GOALS["gap_closed"] else "MISSES GOAL")
+            )
         )
 
 

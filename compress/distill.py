@@ -43,7 +43,9 @@ class Distill(StageConfig, Optimization):
     teacher: SerializeAsAny[SourceConfig] | Literal["source"] = Field(
         description="a model source (any source kind), or 'source': the recipe's own source model"
     )
-    temperature: float = Field(4.0, gt=0, description="softens both distributions; the KL term is scaled by T^2")
+    temperature: float | None = Field(
+        None, gt=0, description="softens both distributions (default: the task kind's, 4 or 1 for next tokens)"
+    )
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation term (1 - alpha: the task loss)")
     hidden: HiddenMatch | None = None
 
@@ -102,6 +104,7 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
     for p in teacher.parameters():
         p.requires_grad_(False)
     names = [s.name for s in student_art.manifest.inputs]
+    temperature = config.temperature or ctx.task.distillation_temperature
     args = example_args(ctx, student_art, 2)
     with torch.no_grad():
         s_out, t_out = (_first(m.eval()(*args)) for m in (student, teacher))
@@ -130,7 +133,7 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
     def objective(out: torch.Tensor, target: torch.Tensor, feeds: dict[str, np.ndarray]) -> torch.Tensor:
         with torch.no_grad():
             t = _first(teacher(*(torch.from_numpy(feeds[n]) for n in names)))
-        loss = distillation_loss(out, t, target, ctx.task, config.temperature, config.alpha)
+        loss = distillation_loss(out, t, target, ctx.task, temperature, config.alpha)
         if project is not None and config.hidden:
             loss = loss + config.hidden.weight * torch.nn.functional.mse_loss(
                 project(features["student"]), features["teacher"]
@@ -154,7 +157,7 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
                 "teacher_sha256": teacher_art.sha256,
                 "teacher_parameters": teacher_params,
                 "teacher_metrics": teacher_art.manifest.model.get("training", {}).get("test_metrics"),
-                "temperature": config.temperature,
+                "temperature": temperature,
                 "alpha": config.alpha,
                 "hidden": config.hidden.model_dump() if config.hidden else None,
             },

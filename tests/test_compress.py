@@ -29,6 +29,15 @@ def _checkpoints(stages, ctx, store, **kw):
     return build_checkpoints(_recipe(stages, **kw), ctx, store, force=False)
 
 
+def _on_int8_grid(weight) -> bool:
+    """Every weight an integer step of its output channel's symmetric INT8 scale (max |w| / 127)."""
+    import torch
+
+    w = weight.detach().flatten(1)
+    steps = w / (w.abs().amax(dim=1, keepdim=True) / 127)
+    return bool(torch.allclose(steps, steps.round(), atol=1e-3))
+
+
 def _onnx_matches_torch(artifact, ctx, store, tol=1e-4):
     """The pruned model's ONNX export gives the pruned torch model's outputs on onnxruntime."""
     import torch
@@ -98,6 +107,26 @@ def test_vit_pruning_removes_whole_heads_and_ffn_width(stage_context, store):
     assert block.mlp[0].out_features == 32 and block.mlp[3].in_features == 32
     assert module.patch_embed.out_channels == 32 and module.head.out_features == 10  # residual width stays
     _onnx_matches_torch(pruned.model, stage_context, store)
+
+
+def test_a_vit_learns_from_a_cnn_teacher_then_trains_on_the_int8_grid(stage_context, store):
+    """DeiT's recipe in miniature: a ViT student distilled from a CNN teacher, then QAT on its linear layers."""
+    import torch
+
+    from edgepipe.compress.common import layers
+    from edgepipe.models import load_torch_model
+
+    vit = {"kind": "train", "family": "vit", "params": {"patch_size": 4, "dim": 16, "depth": 1, "heads": 2}}
+    stages = [
+        {"stage": "distill", "teacher": TINY_RECIPE["source"], "max_steps": 6},
+        {"stage": "qat", "max_steps": 4},
+    ]
+    [_, qat] = _checkpoints(stages, stage_context, store, source={**vit, "epochs": 0})
+    assert qat.stages[0].manifest.model["distillation"]["teacher"] == "torch-teacher"
+    module = load_torch_model(qat.model)
+    linear = {n: m for n, m in layers(module).items() if isinstance(m, torch.nn.Linear)}
+    assert {"blocks.0.attn.q", "blocks.0.mlp.0", "head"} <= set(linear)
+    assert all(_on_int8_grid(layer.weight) for layer in linear.values())
 
 
 def test_a_mac_budget_stops_pruning_once_met(stage_context, store):
@@ -216,7 +245,6 @@ def test_a_language_model_distils_next_token_distributions(tmp_path):
 
 def test_qat_weights_sit_on_the_int8_grid_and_the_int8_file_keeps_them(stage_context, store):
     import onnx
-    import torch
     from onnx import numpy_helper
 
     from edgepipe.chain import build_targets
@@ -226,10 +254,7 @@ def test_qat_weights_sit_on_the_int8_grid_and_the_int8_file_keeps_them(stage_con
     [_, qat] = _checkpoints([{"stage": "qat", "epochs": 1}], stage_context, store)
     assert qat.tag == "qat" and qat.ptq_twin == ""  # its PTQ twin: the dense model's INT8 files
     module = load_torch_model(qat.model)
-    for layer in layers(module).values():
-        w = layer.weight.detach().flatten(1)
-        steps = w / (w.abs().amax(dim=1, keepdim=True) / 127)
-        assert torch.allclose(steps, steps.round(), atol=1e-3)  # every weight an integer step of its channel
+    assert all(_on_int8_grid(layer.weight) for layer in layers(module).values())
     made = build_targets(
         _recipe([], [{"format": "onnx", "quantize": [{"method": "static"}]}]), stage_context, qat.model, store, False
     )

@@ -121,6 +121,9 @@ class Task(ABC):
     needs_tokenizer: ClassVar[bool] = False
     trainable: ClassVar[bool] = True  # has training data and a loss (a zoo family can be trained on it)
     unit: ClassVar[str] = "examples"  # what ``split_sizes`` counts
+    # Distillation's default softening of teacher and student outputs (Hinton et al.'s T): a few classes
+    # gain from a soft T; next-token distributions over a vocabulary do not (see language_modeling.py).
+    distillation_temperature: ClassVar[float] = 4.0
 
     def __init__(self, config: TaskConfig, seed: int, cache_dir: Path | None = None):
         """``cache_dir`` (the run's data folder) may keep what is slow to make again, keyed by what it
