@@ -35,11 +35,12 @@ def stage_note(artifact: Artifact) -> str | None:
             f"{_m(p['parameters_after'])}{budget}. Its speed-up is measured below, not inferred from MACs."
         )
     if s := m.get("sparsity"):
+        layers = ", ".join(f"{k} {v:.0%}" for k, v in s["layers"].items())
         return (
-            f"{name}: {s['overall']:.1%} of the weights are zero ({s['scope']}); the weights zip to "
-            f"{s['zip_bytes'] / 1e6:.2f} MB against {s['dense_zip_bytes'] / 1e6:.2f} MB dense "
+            f"{name}: {s['overall']:.1%} of the weights are zero ({s['scope']}; per layer: {layers}); "
+            f"the weights zip to {s['zip_bytes'] / 1e6:.2f} MB against {s['dense_zip_bytes'] / 1e6:.2f} MB dense "
             f"(x{s['zip_bytes'] / s['dense_zip_bytes']:.2f}). Dense runtimes multiply the zeros like any other "
-            "weight: expect no speed-up in the rows below."
+            "weight: expect no speed-up from sparsity alone."
         )
     if d := m.get("distillation"):
         ratio = m.get("parameters", 0) / max(d["teacher_parameters"], 1)

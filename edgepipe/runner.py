@@ -241,8 +241,9 @@ def run_recipe(
         took = time.perf_counter() - t0
         log(f"[bench] {job['artifact']['name']} on {job['runtime']}/{job['device']} took {took:.1f} s")
 
-    dense = {a.sha256 for c, t in built if not c.compressed and len(built) > 1 for a in [c.model, *t.models]}
+    # With compression the first checkpoint is the dense source model: what every compressed file faces.
     compressed = {a.sha256 for c, t in built if c.compressed for a in [c.model, *t.models]}
+    dense = {a.sha256 for a in [built[0][0].model, *built[0][1].models]} if compressed else set()
     notes = add_comparisons(rows, type(task), dense, compressed)
     notes += [n for c in checkpoints for n in compression_notes(c)]
     notes += qat_notes(rows, checkpoints, type(task))
