@@ -199,6 +199,23 @@ def test_distillation_names_its_teacher_in_the_lineage(stage_context, store):
     assert manifest.model["training"]["test_metrics"]["accuracy"] > 0.5
 
 
+def test_a_different_teacher_makes_a_different_student(stage_context, store):
+    """Same student, seed and data; only the teacher differs: were its term dropped, the weights would match."""
+    import torch
+    from safetensors.torch import load_file
+
+    weaker = {**TINY_RECIPE["source"], "epochs": 1}
+    students = []
+    for teacher in ("source", weaker):
+        stages = [
+            {"stage": "prune", "ratio": 0.5, "finetune": {"epochs": 0}},
+            {"stage": "distill", "teacher": teacher, "epochs": 1},
+        ]
+        students.append(load_file(str(_checkpoints(stages, stage_context, store)[-1].model.model_file)))
+    assert students[0].keys() == students[1].keys()
+    assert not all(torch.equal(students[0][k], students[1][k]) for k in students[0])
+
+
 def test_feature_matching_trains_a_projection_that_is_not_saved(stage_context, store):
     from safetensors.torch import load_file
 
