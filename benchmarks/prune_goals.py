@@ -6,7 +6,8 @@
    the dense model -> QAT -> ONNX, OpenVINO and TFLite, each FP32 and INT8) and prints, per runtime, each
    compressed file against the dense FP32 file measured in the same run: pruned FP32 (goal: latency ratio
    <= 1/1.6 at <= 1 point accuracy drop), pruned + INT8, the stacked files (goal: >= 8x faster, >= 12x
-   smaller, <= 1 point), and QAT INT8 against post-training INT8 of the model QAT started from.
+   smaller, <= 1 point), and QAT INT8 against post-training INT8 of the model QAT started from; then the
+   same for ``recipes/vit.yaml`` with a QAT stage.
 2. Distillation (unless ``--skip-distill``): a student with about 1/4 of the teacher's parameters trained
    alone and distilled from the teacher for the same steps, on the CNN (accuracy) and on the small
    language model (perplexity); the share of the student-teacher gap distillation closes (goal >= 50%).
@@ -64,6 +65,28 @@ def compression(out: Path) -> list[dict[str, Any]]:
                 entry["qat_accuracy"] = row.metrics.get("accuracy")
             found.append(entry)
     return found
+
+
+def vit_qat(out: Path, epochs: int = 2) -> list[dict[str, Any]]:
+    """``recipes/vit.yaml`` with a QAT stage: each format's INT8 of the QAT model beside the same quantizer's
+    post-training INT8 of the ViT it started from (exported as the dense baseline)."""
+    import yaml
+
+    from edgepipe.runner import run_recipe
+
+    data = yaml.safe_load((RECIPES / "vit.yaml").read_text())
+    recipe = parse_recipe({**data, "name": "vit-qat", "stages": [{"stage": "qat", "epochs": epochs}]}, "vit-qat")
+    rows = run_recipe(recipe, out).rows
+    pairs = []
+    for row in rows:
+        name = row.name or ""
+        ptq = _pick(rows, name.removeprefix("qat-"))
+        if row.status != "ok" or not name.startswith("qat-") or row.artifact.precision != "int8" or ptq is None:
+            continue
+        pairs.append(
+            {"artifact": name, "runtime": row.runtime, "qat": row.metrics["accuracy"], "ptq": ptq.metrics["accuracy"]}
+        )
+    return pairs
 
 
 def _distilled(recipe: dict[str, Any], teacher: dict[str, Any], student: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -130,6 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="edgepipe-prune-") as tmp:
         out = args.out or Path(tmp)
         report: dict[str, Any] = {"goals": GOALS, "compression": compression(out / "compress")}
+        report["vit_qat"] = vit_qat(out / "vit-qat")
         if not args.skip_distill:
             report["distillation"] = distillation(out / "distill")
     if args.json:
@@ -151,6 +175,9 @@ def main() -> None:
             f"1/{e['size_vs_dense']} size, accuracy drop {e['accuracy_drop_points']:.2f} pt{qat}: "
             f"goal x{goal_speed:g} -> {'meets goal' if ok else 'MISSES GOAL'}"
         )
+    print("\nViT: QAT INT8 against post-training INT8 of the same ViT, same quantizer (accuracy):")
+    for e in report["vit_qat"]:
+        print(f"  {e['artifact']:40} {e['runtime']:12} QAT {e['qat']:.4f}  PTQ {e['ptq']:.4f}")
     for kind, d in report.get("distillation", {}).items():
         m, closed = d["metric"], _gap_closed(d)
         print(
