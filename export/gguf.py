@@ -108,7 +108,10 @@ def export(parents: Parents, config: Target, out_dir: Path, ctx: StageContext) -
     writer.add_context_length(params["max_length"])
     writer.add_embedding_length(params["dim"])
     writer.add_block_count(params["layers"])
-    writer.add_feed_forward_length(module.layers[0].feed_forward.w_gate.weight.shape[0])
+    widths = {layer.feed_forward.w_gate.weight.shape[0] for layer in module.layers}
+    if len(widths) > 1:  # a pruned model's FFN widths (global pruning ranks across layers)
+        raise UnsupportedModel(f"llama.cpp takes one FFN width for every layer; this model has {sorted(widths)}")
+    writer.add_feed_forward_length(widths.pop())
     writer.add_head_count(params["heads"])
     writer.add_head_count_kv(params.get("kv_heads") or params["heads"])
     writer.add_layer_norm_rms_eps(params["norm_eps"])

@@ -6,6 +6,7 @@ to ONNX (both torch exporters) and OpenVINO with a dynamic batch and sequence le
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +132,18 @@ class LlamaLM(nn.Module):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
+
+    def pruning_hints(self) -> dict[str, Any]:
+        """What structured pruning may remove: the SwiGLU width (gate and up rows, down columns). The
+        attention projections stay whole (grouped-query heads and RoPE's pairs within each head), and so
+        do the layers writing the residual stream and the output."""
+        keep: list[nn.Module] = [m for layer in self.layers for m in self._kept(layer)]
+        return {"ignored_layers": keep + ([self.output] if self.output is not None else [])}
+
+    @staticmethod
+    def _kept(layer: nn.Module) -> list[nn.Module]:
+        a, f = layer.attention, layer.feed_forward
+        return [a.wq, a.wk, a.wv, a.wo, f.w_down]  # type: ignore[union-attr]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         seq = input_ids.shape[1]

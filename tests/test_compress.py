@@ -4,6 +4,8 @@ format's INT8 quantizer, and a stacked recipe compares every file with the dense
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -14,8 +16,8 @@ from edgepipe.recipe import parse_recipe
 pytest.importorskip("torch_pruning")
 
 
-def _recipe(stages, targets=(), source=None, task=None):
-    data = {**TINY_RECIPE, "stages": list(stages), "targets": list(targets)}
+def _recipe(stages, targets=(), source=None, task=None, base=TINY_RECIPE):
+    data = {**base, "stages": list(stages), "targets": list(targets)}
     if source:
         data["source"] = source
     if task:
@@ -38,23 +40,27 @@ def _on_int8_grid(weight) -> bool:
     return bool(torch.allclose(steps, steps.round(), atol=1e-3))
 
 
-def _onnx_matches_torch(artifact, ctx, store, tol=1e-4):
-    """The pruned model's ONNX export gives the pruned torch model's outputs on onnxruntime."""
+def _matches_torch(artifact, ctx, store, target, runtime, tol=1e-4, base=TINY_RECIPE):
+    """The model's export to ``target`` gives the (pruned) torch model's outputs on ``runtime``."""
     import torch
 
     from edgepipe.chain import build_targets
     from edgepipe.models import load_torch_model
     from edgepipe.runtimes import get_runtime
 
-    [onnx] = build_targets(_recipe([], [{"format": "onnx"}]), ctx, artifact, store, force=False).models
-    feeds = ctx.example_feeds(artifact, 4)
+    [exported] = build_targets(_recipe([], [target], base=base), ctx, artifact, store, force=False).models
+    feeds = ctx.example_feeds(artifact, 4 if runtime != "llama.cpp" else 1)
     name = artifact.manifest.inputs[0].name
     with torch.no_grad():
         expected = load_torch_model(artifact)(torch.from_numpy(feeds[name])).numpy()
-    with get_runtime("onnxruntime").load(onnx.model_file, threads=1) as session:
+    with get_runtime(runtime).load(exported.model_file, threads=1) as session:
         got = session.run(feeds)[0]
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() < tol
+
+
+def _onnx_matches_torch(artifact, ctx, store, tol=1e-4, base=TINY_RECIPE):
+    _matches_torch(artifact, ctx, store, {"format": "onnx"}, "onnxruntime", tol, base)
 
 
 def test_structured_pruning_removes_channels_and_the_export_agrees(stage_context, store, torch_artifact):
@@ -107,6 +113,29 @@ def test_vit_pruning_removes_whole_heads_and_ffn_width(stage_context, store):
     assert block.mlp[0].out_features == 32 and block.mlp[3].in_features == 32
     assert module.patch_embed.out_channels == 32 and module.head.out_features == 10  # residual width stays
     _onnx_matches_torch(pruned.model, stage_context, store)
+
+
+def test_llama_pruning_removes_ffn_width_and_keeps_its_heads(tmp_path):
+    from conftest import LM_RECIPE
+    from edgepipe.chain import build_checkpoints
+    from edgepipe.models import load_torch_model
+    from edgepipe.stage import StageContext
+    from edgepipe.store import ArtifactStore
+    from edgepipe.tasks import build_task
+
+    stages = [{"stage": "prune", "ratio": 0.5, "finetune": {"epochs": 0}}]
+    data = {**LM_RECIPE, "source": {**LM_RECIPE["source"], "max_steps": 5}, "stages": stages, "targets": []}
+    recipe = parse_recipe(data, "lm-prune.yaml")
+    ctx = StageContext(build_task(recipe.task, recipe.seed, tmp_path / "data"), recipe.seed)
+    store = ArtifactStore(tmp_path / "a")
+    [dense, pruned] = build_checkpoints(recipe, ctx, store, force=False)
+    before, after = load_torch_model(dense.model).layers[0], load_torch_model(pruned.model).layers[0]
+    ffn = before.feed_forward.w_gate.out_features
+    assert after.feed_forward.w_gate.out_features == after.feed_forward.w_down.in_features == ffn // 2
+    assert after.attention.wq.weight.shape == before.attention.wq.weight.shape  # heads stay whole
+    _onnx_matches_torch(pruned.model, ctx, store, tol=1e-3, base=LM_RECIPE)
+    if importlib.util.find_spec("llama_cpp"):  # llama.cpp reads the narrower FFN from the GGUF file
+        _matches_torch(pruned.model, ctx, store, {"format": "gguf"}, "llama.cpp", 1e-3, LM_RECIPE)
 
 
 def test_a_vit_learns_from_a_cnn_teacher_then_trains_on_the_int8_grid(stage_context, store):
