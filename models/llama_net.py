@@ -137,13 +137,12 @@ class LlamaLM(nn.Module):
         """What structured pruning may remove: the SwiGLU width (gate and up rows, down columns). The
         attention projections stay whole (grouped-query heads and RoPE's pairs within each head), and so
         do the layers writing the residual stream and the output."""
-        keep: list[nn.Module] = [m for layer in self.layers for m in self._kept(layer)]
-        return {"ignored_layers": keep + ([self.output] if self.output is not None else [])}
-
-    @staticmethod
-    def _kept(layer: nn.Module) -> list[nn.Module]:
-        a, f = layer.attention, layer.feed_forward
-        return [a.wq, a.wk, a.wv, a.wo, f.w_down]  # type: ignore[union-attr]
+        blocks: list[Block] = list(self.layers)  # type: ignore[arg-type]
+        keep: list[nn.Module] = [self.output] if self.output is not None else []
+        for b in blocks:
+            a = b.attention
+            keep += [a.wq, a.wk, a.wv, a.wo, b.feed_forward.w_down]
+        return {"ignored_layers": keep}
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         seq = input_ids.shape[1]
