@@ -42,6 +42,8 @@ def output_layers(model: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> lis
     them would change what the model predicts over, not how much it costs."""
     import torch
 
+    from edgepipe.models.train import first_output
+
     found = layers(model)
     produced: list[tuple[str, torch.Tensor]] = []
     hooks = [
@@ -54,7 +56,7 @@ def output_layers(model: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> lis
     finally:
         for h in hooks:
             h.remove()
-    first = out[0] if isinstance(out, (tuple, list)) else out
+    first = first_output(out)
     return [name for name, t in produced if t.shape[-1] == first.shape[-1] and t.data_ptr() == first.data_ptr()] or [
         name for name, t in produced[-1:] if t.shape[-1] == first.shape[-1]
     ]

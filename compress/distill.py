@@ -95,7 +95,7 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
 
     from edgepipe.compress.common import example_args, named_layers
     from edgepipe.models import copy_spec_files, derived_output, save_torch_model
-    from edgepipe.models.train import train
+    from edgepipe.models.train import first_output, train, training_summary
 
     student_art, teacher_art = parents["model"], parents["teacher"]
     _same_tokenizer(student_art, teacher_art)
@@ -107,7 +107,7 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
     temperature = config.temperature or ctx.task.distillation_temperature
     args = example_args(ctx, student_art, 2)
     with torch.no_grad():
-        s_out, t_out = (_first(m.eval()(*args)) for m in (student, teacher))
+        s_out, t_out = (first_output(m.eval()(*args)) for m in (student, teacher))
     if s_out.shape[-1] != t_out.shape[-1]:
         raise InputError(
             f"distill.teacher: the teacher predicts over {t_out.shape[-1]} values, the student over {s_out.shape[-1]}"
@@ -117,8 +117,12 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
     if config.hidden:
         (s_layer,) = named_layers(student, [config.hidden.student], "distill.hidden.student")
         (t_layer,) = named_layers(teacher, [config.hidden.teacher], "distill.hidden.teacher")
-        s_layer.register_forward_hook(lambda _m, _i, o: features.__setitem__("student", _channels_last(_first(o))))
-        t_layer.register_forward_hook(lambda _m, _i, o: features.__setitem__("teacher", _channels_last(_first(o))))
+        s_layer.register_forward_hook(
+            lambda _m, _i, o: features.__setitem__("student", _channels_last(first_output(o)))
+        )
+        t_layer.register_forward_hook(
+            lambda _m, _i, o: features.__setitem__("teacher", _channels_last(first_output(o)))
+        )
         with torch.no_grad():
             student(*args), teacher(*args)
         s_f, t_f = features["student"], features["teacher"]
@@ -132,7 +136,7 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
 
     def objective(out: torch.Tensor, target: torch.Tensor, feeds: dict[str, np.ndarray]) -> torch.Tensor:
         with torch.no_grad():
-            t = _first(teacher(*(torch.from_numpy(feeds[n]) for n in names)))
+            t = first_output(teacher(*(torch.from_numpy(feeds[n]) for n in names)))
         loss = distillation_loss(out, t, target, ctx.task, temperature, config.alpha)
         if project is not None and config.hidden:
             loss = loss + config.hidden.weight * torch.nn.functional.mse_loss(
@@ -143,8 +147,7 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
     history = train(student, ctx.task, ctx.preprocessor(student_art), config, ctx.seed, ctx, "distill", objective)
     if project is not None:
         del student._distill_projection
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in history["test_metrics"].items())
-    ctx.log(f"[distill] student {history['parameters']:,} parameters, test {metrics}")
+    ctx.log(f"[distill] student: {training_summary(history)}")
     teacher_params = sum(p.numel() for p in teacher.parameters())
     spec = save_torch_model(student, student_art.manifest.model, out)
     return derived_output(
@@ -163,7 +166,3 @@ def distill_stage(parents: Parents, config: Distill, out: Path, ctx: StageContex
             },
         },
     )
-
-
-def _first(out: Any) -> Any:
-    return out[0] if isinstance(out, (tuple, list)) else out

@@ -81,6 +81,8 @@ def _gradients(model: Any, ctx: StageContext, pre: Any, config: Prune, batches: 
     import numpy as np
     import torch
 
+    from edgepipe.models.train import first_output
+
     names = [s.name for s in pre.inputs]
     model.zero_grad(set_to_none=True)
     model.eval()
@@ -89,7 +91,7 @@ def _gradients(model: Any, ctx: StageContext, pre: Any, config: Prune, batches: 
         if i >= batches:
             break
         out = model(*(torch.from_numpy(feeds[n]) for n in names))
-        ctx.task.loss(out[0] if isinstance(out, (tuple, list)) else out, torch.from_numpy(target)).backward()
+        ctx.task.loss(first_output(out), torch.from_numpy(target)).backward()
 
 
 def prune_stage(parents: Parents, config: Prune, out: Path, ctx: StageContext) -> StageOutput:

@@ -36,6 +36,7 @@ class Qat(StageConfig, Optimization):
     stage: Literal["qat"] = "qat"
     trains: ClassVar[bool] = True
     tag: ClassVar[str | None] = "qat"
+    faces_ptq: ClassVar[bool] = True
     epochs: int = Field(2, ge=0)
     learning_rate: float = Field(5e-4, gt=0)
     ignore: list[str] = Field([], description="layers left in float (module names)")
@@ -57,7 +58,7 @@ def qat_stage(parents: Parents, config: Qat, out: Path, ctx: StageContext) -> St
 
     from edgepipe.compress.common import layers, named_layers
     from edgepipe.models import copy_spec_files, derived_output, save_torch_model
-    from edgepipe.models.train import train
+    from edgepipe.models.train import train, training_summary
 
     class WeightGrid(torch.nn.Module):  # a parametrization: the layer sees its weight on the INT8 grid
         def forward(self, w: torch.Tensor) -> torch.Tensor:
@@ -84,8 +85,7 @@ def qat_stage(parents: Parents, config: Qat, out: Path, ctx: StageContext) -> St
         n: [round(float(fq.activation_post_process.min_val), 6), round(float(fq.activation_post_process.max_val), 6)]
         for n, fq in observers.items()
     }
-    metrics = ", ".join(f"{k} {v:.4f}" for k, v in history["test_metrics"].items())
-    ctx.log(f"[qat] {len(targets)} layers trained on the INT8 grid, test {metrics} (with fake quantization)")
+    ctx.log(f"[qat] {len(targets)} layers on the INT8 grid: {training_summary(history)} (with fake quantization)")
     spec = save_torch_model(model, parent.manifest.model, out)
     return derived_output(
         parent,

@@ -52,7 +52,6 @@ def zipped_size(path: Path) -> int:
 
 
 def sparsify_stage(parents: Parents, config: Sparsify, out: Path, ctx: StageContext) -> StageOutput:
-    import torch
     from torch.nn.utils import prune
 
     from edgepipe.compress.common import layers, named_layers
@@ -83,8 +82,7 @@ def sparsify_stage(parents: Parents, config: Sparsify, out: Path, ctx: StageCont
     per_layer = {n: round(float((m.weight == 0).float().mean()), 4) for n, m in targets.items()}
     zeros = sum(int((m.weight == 0).sum()) for m in targets.values())
     total = sum(m.weight.numel() for m in targets.values())
-    with torch.no_grad():
-        spec = save_torch_model(model, parent.manifest.model, out)
+    spec = save_torch_model(model, parent.manifest.model, out)
     summary: dict[str, Any] = {
         "target": config.sparsity,
         "scope": config.scope,

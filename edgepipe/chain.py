@@ -147,7 +147,8 @@ def build_checkpoints(recipe: Recipe, ctx: StageContext, store: ArtifactStore, f
             for role, src in stage.extra_sources().items()
         }
         parents: Parents = {"model": model, **extra}
-        twin = next((c.tag for c in checkpoints if c.model.sha256 == model.sha256), None)
+        # The checkpoint this stage starts from, if exported: a QAT model's INT8 files face its PTQ files.
+        twin = next((c.tag for c in checkpoints if c.model.sha256 == model.sha256), None) if stage.faces_ptq else None
         model = run_stage(
             store,
             ctx,
@@ -173,7 +174,7 @@ def build_checkpoints(recipe: Recipe, ctx: StageContext, store: ArtifactStore, f
                     _unique(tag or stage.stage, {c.tag for c in checkpoints}) if named else "",
                     model,
                     compressed=bool(tag),
-                    ptq_twin=twin if stage.stage == "qat" else None,
+                    ptq_twin=twin,
                     stages=made,
                 )
             )

@@ -53,6 +53,8 @@ class StageConfig(Section):
     # A compression stage names the models it makes ("pruned"): their exports are called so, and the
     # recipe's source model is exported too, as the dense baseline they are compared with.
     tag: ClassVar[str | None] = None
+    # Its INT8 files face the post-training INT8 files of the model it started from (QAT).
+    faces_ptq: ClassVar[bool] = False
     export: bool = Field(
         False,
         description="also export this stage's model to every target (with its quantize variants) and benchmark it",

@@ -64,6 +64,11 @@ class Finetune(StageConfig, Optimization):
     learning_rate: float = Field(1e-3, gt=0)
 
 
+def first_output(out: Any) -> Any:
+    """A module's first output (a tensor, or the first of a tuple or list of them)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -80,7 +85,7 @@ def predict(model: torch.nn.Module, feeds: list[dict[str, np.ndarray]], names: l
         outs = []
         for f in feeds:
             out = model(*(torch.from_numpy(np.ascontiguousarray(f[n])) for n in names))
-            outs.append((out[0] if isinstance(out, (tuple, list)) else out).numpy())
+            outs.append(first_output(out).numpy())
     return outs
 
 
@@ -116,7 +121,7 @@ def train(
                 break
             optimizer.zero_grad(set_to_none=True)
             out = model(*(torch.from_numpy(feeds[n]) for n in names))
-            out = out[0] if isinstance(out, (tuple, list)) else out
+            out = first_output(out)
             labels = torch.from_numpy(target)
             loss = objective(out, labels, feeds) if objective else task.loss(out, labels)
             loss.backward()
@@ -148,7 +153,7 @@ def train(
     }
 
 
-def _summary(history: dict[str, Any]) -> str:
+def training_summary(history: dict[str, Any]) -> str:
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in history["test_metrics"].items())
     return f"{history['parameters']:,} parameters, test {metrics} after {history['steps']} steps"
 
@@ -182,7 +187,7 @@ def train_source(parents: Parents, config: TrainSource, out: Path, ctx: StageCon
     if limit is not None:
         preprocessing["max_length"] = limit
     history = train(model, ctx.task, Preprocessor(io.inputs, tokenizer, io.max_length), config, ctx.seed, ctx)
-    ctx.log(f"[train] {config.family}: {_summary(history)}")
+    ctx.log(f"[train] {config.family}: {training_summary(history)}")
     spec = save_torch_model(model, spec, out)
     return StageOutput(
         format="torch",
@@ -203,6 +208,6 @@ def finetune_stage(parents: Parents, config: Finetune, out: Path, ctx: StageCont
     copy_spec_files(parent, out)
     model = ctx.torch_module(parent)
     history = train(model, ctx.task, ctx.preprocessor(parent), config, ctx.seed, ctx, label="finetune")
-    ctx.log(f"[finetune] {_summary(history)}")
+    ctx.log(f"[finetune] {training_summary(history)}")
     spec = save_torch_model(model, parent.manifest.model, out)
     return derived_output(parent, {**spec, "training": history})
