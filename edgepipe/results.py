@@ -15,7 +15,11 @@ from pydantic import BaseModel, ConfigDict
 # 4: rows gain ``vs_dense`` (a compressed model's file against the dense source model's FP32 export on the
 # same runtime); the top level gains ``checkpoints`` (the torch models a recipe exported, with what each
 # compression stage did).
-RESULTS_SCHEMA_VERSION = 4
+# 5: latency is measured in several fresh processes, interleaved across artifacts: ``latency_ms`` gains
+# ``processes``, ``process_medians``, ``process_spread``, ``ci_basis`` and ``warmup_runs``, and its ``ci95``
+# is built from the process medians; comparisons gain the ratio's own ``ci95``; rows gain ``samples_ms``,
+# ``cold_start_ms`` and a measured ``throughput_per_s``; the top level gains ``run_id``.
+RESULTS_SCHEMA_VERSION = 5
 
 
 class _Strict(BaseModel):
@@ -41,8 +45,12 @@ class ArtifactRef(_Strict):
 
 
 class LatencyStats(_Strict):
-    """Per-call latency in ms. ``ci95`` is the distribution-free 95% interval of the median, or None
-    when there are too few runs for one."""
+    """Per-call latency in ms, pooled over every timed run of every process (``n`` runs in ``processes``
+    fresh processes). ``ci95`` is a 95% interval of the median: with two or more processes
+    (``ci_basis`` "processes") a t interval of the process medians on a log scale, the variation that moves
+    a figure from one run to the next; with one process (``ci_basis`` "runs") the distribution-free
+    interval of that process's runs, which says nothing about the next process. None when too few runs
+    or processes make one."""
 
     n: int
     mean: float
@@ -54,6 +62,11 @@ class LatencyStats(_Strict):
     max: float
     iqr: float
     ci95: list[float] | None
+    processes: int = 1
+    process_medians: list[float] = []
+    process_spread: float | None = None  # (max - min) / median of the process medians
+    ci_basis: Literal["processes", "runs"] | None = None
+    warmup_runs: int | None = None  # untimed calls before the running median settled (first process)
 
 
 class Comparison(BaseModel):
@@ -65,8 +78,9 @@ class Comparison(BaseModel):
 
     baseline: str
     ratio: float
-    significant: bool
+    significant: bool  # the ratio's 95% interval excludes 1
     size_ratio: float
+    ci95: list[float] | None = None  # of ``ratio``: from paired process medians (A B A B ...), else None
 
 
 class GenerationStats(_Strict):
@@ -107,7 +121,9 @@ class ResultRow(_Strict):
     load_ms: float | None = None
     first_run_ms: float | None = None
     latency_ms: LatencyStats | None = None
-    throughput_per_s: float | None = None
+    samples_ms: list[float] = []  # every timed run of every process, in order, for distributions
+    throughput_per_s: float | None = None  # items (batch x runs) per second of the timed loops' wall time
+    cold_start_ms: float | None = None  # a fresh process: start, imports, load, first run (first process)
     peak_rss_mb: float | None = None
     metrics: dict[str, float] = {}
     parity: dict[str, float] | None = None
