@@ -26,6 +26,7 @@ import numpy as np
 
 from edgepipe.benchmarks.harness import benchmark_model
 from edgepipe.benchmarks.inputs import InputChoice
+from edgepipe.benchmarks.repeat import Repeat
 from edgepipe.benchmarks.sample_models import conv_onnx, multi_onnx
 
 GOAL = 0.03
@@ -87,12 +88,16 @@ def measure(threads: int, runs: int, rounds: int) -> list[dict[str, Any]]:
         ("vad.onnx on openvino", vad, "openvino", InputChoice(given=vad_inputs)),
     ]
     out = []
+    in_here = Repeat(processes=0)
     for label, path, runtime, choice in cases:
         ours: list[float] = []
         theirs: list[float] = []
         bare = BARE[runtime](path, threads)
         for _ in range(rounds):
-            row = benchmark_model(path, runtime, threads=threads, runs=runs, warmup=20, max_seconds=60, inputs=choice)
+            # In this process, like the bare loop beside it (benchmarks/agreement.py compares fresh processes).
+            row = benchmark_model(
+                path, runtime, threads=threads, runs=runs, warmup=20, max_seconds=60, inputs=choice, repeat=in_here
+            )
             assert row.latency_ms is not None and choice.feeds is not None
             ours.append(row.latency_ms.median)
             theirs.append(statistics.median(_bare_times(bare, choice.feeds, 20, runs)))

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from edgepipe.results import ArtifactRef, GenerationStats, LatencyStats, ResultR
 from edgepipe.runtimes import Session, default_runtime, get_runtime, runtime_class
 from edgepipe.tasks import EvalSet, Task
 from edgepipe.tensors import Feeds, TensorSpec, with_ranges
+
+if TYPE_CHECKING:
+    from edgepipe.benchmarks.repeat import Repeat
 
 
 @dataclass
@@ -84,18 +87,59 @@ def _as_input(spec: TensorSpec, data: np.ndarray) -> np.ndarray:
     dtype = np.dtype(spec.dtype) if spec.dtype in np.sctypeDict else None
     if dtype is not None and data.dtype != dtype and data.dtype.kind in "iu" and dtype.kind in "iu":
         data = data.astype(dtype)
-    return np.ascontiguousarray(data)
+    return np.require(data, requirements="C")  # not ascontiguousarray: it makes a scalar input 1-D
 
 
-def time_runs(session: Session, feeds: list[Feeds], warmup: int, runs: int, max_seconds: float) -> list[float]:
-    """Per-call latencies in ms, after ``warmup`` untimed calls; stops after ``max_seconds`` of timing.
-    Garbage collection is off while timing: a collection inside one call is not the model's latency."""
-    for i in range(warmup):
-        session.run_timed(feeds[i % len(feeds)])
+@dataclass
+class Timing:
+    """One process's timed loop: per-call latencies (ms), the warm-up calls discarded before them, and the
+    loop's wall time (for throughput: items per second actually served, not 1 / median)."""
+
+    samples: list[float]
+    warmup_runs: int
+    wall_s: float
+
+
+# Automatic warm-up: calls in chunks of WARMUP_CHUNK until a chunk's median is within WARMUP_SETTLED of
+# the one before (caches filled, thread pools spun up, the runtime's own lazy work done), at most
+# WARMUP_MAX_S seconds.
+WARMUP_CHUNK, WARMUP_SETTLED, WARMUP_MAX_S = 10, 0.03, 3.0
+
+
+def warm_up(session: Session, feeds: list[Feeds], warmup: int | str) -> int:
+    """Untimed calls before timing: ``warmup`` of them, or with "auto" until the running median settles.
+    Returns how many were made."""
+    if warmup != "auto":
+        for i in range(int(warmup)):
+            session.run_timed(feeds[i % len(feeds)])
+        return int(warmup)
+    made, previous = 0, None
+    deadline = time.perf_counter() + WARMUP_MAX_S
+    while True:
+        chunk = []
+        for _ in range(WARMUP_CHUNK):
+            t0 = time.perf_counter_ns()
+            session.run_timed(feeds[made % len(feeds)])
+            chunk.append(time.perf_counter_ns() - t0)
+            made += 1
+        median = float(np.median(chunk))
+        if previous is not None and abs(median - previous) <= WARMUP_SETTLED * previous:
+            return made
+        if time.perf_counter() > deadline:
+            return made
+        previous = median
+
+
+def time_runs(session: Session, feeds: list[Feeds], warmup: int | str, runs: int, max_seconds: float) -> Timing:
+    """Per-call latencies in ms after the warm-up; stops after ``max_seconds`` of timing. Only the
+    runtime's call is timed (``run_timed``: no output copies), with garbage collection off: a collection
+    inside one call is not the model's latency."""
+    warmed = warm_up(session, feeds, warmup)
     samples: list[float] = []
     deadline = time.perf_counter() + max_seconds
     gc_was_on = gc.isenabled()
     gc.disable()
+    start = time.perf_counter()
     try:
         for i in range(runs):
             t0 = time.perf_counter_ns()
@@ -104,9 +148,10 @@ def time_runs(session: Session, feeds: list[Feeds], warmup: int, runs: int, max_
             if time.perf_counter() > deadline and len(samples) >= 5:
                 break
     finally:
+        wall = time.perf_counter() - start
         if gc_was_on:
             gc.enable()
-    return samples
+    return Timing(samples, warmed, wall)
 
 
 def run_batches(session: Session, data: EvalSet) -> tuple[list[np.ndarray], EvalSet]:
@@ -163,7 +208,7 @@ def benchmark(
     *,
     points: list[Point],
     device: str = "cpu",
-    warmup: int = 20,
+    warmup: int | str = "auto",
     runs: int = 300,
     max_seconds: float = 30.0,
     options: dict[str, Any] | None = None,
@@ -172,12 +217,15 @@ def benchmark(
     seed: int = 0,
     generation: GenerationPoint | None = None,
     inputs: InputChoice | None = None,
+    started_at: float | None = None,
 ) -> list[ResultRow]:
     """Benchmark a model file at every point and return one row per point. Raises EdgepipeError on bad
     input; quality is scored once (on the first point's session) and shared by the rows. ``evaluation``
     may be made from the loaded session (a text scored with the model's own tokenizer). With
     ``generation``, a language model's tokens/s are measured once per thread count (first row of each).
-    ``inputs`` gives synthetic inputs' shapes and real arrays, and receives the first run's outputs."""
+    ``inputs`` gives synthetic inputs' shapes and real arrays, and receives the first run's outputs.
+    ``runs`` 0 checks and scores without timing (rows without latency). ``started_at`` (``time.time()`` when
+    this process was started) gives the first row its cold start: process start to first output."""
     choice = inputs or InputChoice()
     path = resolve_model_path(path)
     fmt = detect_format(path)
@@ -232,12 +280,15 @@ def benchmark(
                     f"{path}: {runtime} failed to run it on {described(feeds[0], source, choice)}: {first_line(e)}"
                 ) from e
             first_run_ms = (time.perf_counter() - t1) * 1e3
+            cold_start_ms = (time.time() - started_at) * 1e3 if started_at is not None and not rows else None
+            choice.point_feeds.append(feeds)
             if not rows:
                 choice.feeds, choice.outputs = feeds[0], outputs
                 if choice.outputs_dir is not None:
                     save_outputs(choice.outputs_dir, session.outputs, outputs)
-            samples = time_runs(session, feeds, warmup, runs, max_seconds)
+            timing = time_runs(session, feeds, warmup, runs, max_seconds) if runs else None
             peak_rss_mb = _peak_rss_mb()  # before evaluation, which runs larger batches
+            session.info["process_threads"] = _process_threads()  # the runtime's pools are up by now
             if evaluation is not None and not rows:
                 scored = evaluation if isinstance(evaluation, Evaluation) else evaluation(session)
                 task = scored.task.kind
@@ -246,7 +297,7 @@ def benchmark(
             if generation is not None and point.threads not in generated:
                 generated.add(point.threads)
                 speed = _generation(session, generation, seed)
-            stats = LatencyStats.model_validate(latency_stats(samples))
+            stats = LatencyStats.model_validate(latency_stats(timing.samples, timing.warmup_runs)) if timing else None
             rows.append(
                 ResultRow(
                     artifact=ref
@@ -264,8 +315,10 @@ def benchmark(
                     input_source=source,
                     load_ms=load_ms,
                     first_run_ms=first_run_ms,
+                    cold_start_ms=cold_start_ms,
                     latency_ms=stats,
-                    throughput_per_s=batch / stats.median * 1e3,
+                    samples_ms=timing.samples if timing else [],
+                    throughput_per_s=batch * len(timing.samples) / timing.wall_s if timing else None,
                     peak_rss_mb=peak_rss_mb,
                     metrics=quality[0],
                     parity=quality[1],
@@ -281,6 +334,51 @@ def benchmark(
     return rows
 
 
+def benchmark_file(
+    path: str | Path,
+    runtime: str | None = None,
+    *,
+    points: list[Point] | None = None,
+    device: str = "cpu",
+    warmup: int | str = "auto",
+    runs: int = 300,
+    max_seconds: float = 30.0,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+    text: str | None = None,
+    generation: GenerationPoint | None = None,
+    inputs: InputChoice | None = None,
+) -> list[ResultRow]:
+    """Benchmark any model file (or edgepipe artifact folder) on synthetic inputs in this process: one
+    row per point (default: one point, the runtime's own threads, batch 1). ``runtime`` defaults to the
+    format's usual one; ``runs`` 0 checks and scores without timing. A language model that carries its
+    tokenizer (GGUF) also gets tokens/s (``generation``) and, given a ``text``, its perplexity on it."""
+    resolved = resolve_model_path(path)
+    fmt = detect_format(resolved)  # its errors name the file already
+    try:
+        name = runtime or default_runtime(fmt)
+        runtime_class(name)
+    except InputError as e:
+        raise InputError(f"{resolved}: {e}" if runtime is None else f"--runtime: {e}") from None
+    rows = benchmark(
+        resolved,
+        name,
+        points=points or [Point()],
+        device=device,
+        warmup=warmup,
+        runs=runs,
+        max_seconds=max_seconds,
+        options=options,
+        seed=seed,
+        evaluation=None if text is None else lambda session: text_evaluation(session, text),
+        generation=generation,
+        inputs=inputs,
+    )
+    for row in rows:
+        row.name = row.artifact.name or resolved.stem
+    return rows
+
+
 def benchmark_model(
     path: str | Path,
     runtime: str | None = None,
@@ -289,7 +387,7 @@ def benchmark_model(
     threads: int | None = None,
     batch_size: int = 1,
     sequence_length: int | None = None,
-    warmup: int = 20,
+    warmup: int | str = "auto",
     runs: int = 300,
     max_seconds: float = 30.0,
     options: dict[str, Any] | None = None,
@@ -297,39 +395,57 @@ def benchmark_model(
     text: str | None = None,
     generation: GenerationPoint | None = None,
     inputs: InputChoice | None = None,
+    repeat: Repeat | None = None,
 ) -> ResultRow:
     """Benchmark any model file (or edgepipe artifact folder) on synthetic inputs: one results row.
-    ``runtime`` defaults to the format's usual one. A language model that carries its tokenizer (GGUF)
-    also gets tokens/s (``generation``, by default 32 tokens after a 64-token prompt, 5 runs) and, given a
-    ``text``, its perplexity on it. ``inputs``: shapes for dynamic dimensions, real arrays, a folder for
-    the outputs (``InputChoice``).
+
+    It is checked and scored in this process (bad input raises here, with its one-line message), then
+    timed in fresh processes (``repeat``, default ``Repeat()``: 3 or more, until the median is known to
+    +-2% or 60 s are spent), so peak memory and cold start are the model's own and the interval is the
+    one between processes. ``repeat=Repeat(processes=0)`` times it in this process instead. A language
+    model that carries its tokenizer (GGUF) also gets tokens/s (``generation``, by default 32 tokens
+    after a 64-token prompt, 5 runs) and, given a ``text``, its perplexity on it. ``inputs``: shapes for
+    dynamic dimensions, real arrays, a folder for the outputs (``InputChoice``).
 
     >>> row = benchmark_model("model.onnx", threads=2, runs=200)      # doctest: +SKIP
     >>> row.latency_ms.median, row.latency_ms.ci95                      # doctest: +SKIP
     """
-    resolved = resolve_model_path(path)
-    fmt = detect_format(resolved)  # its errors name the file already
-    try:
-        name = runtime or default_runtime(fmt)
-        runtime_class(name)
-    except InputError as e:
-        raise InputError(f"{resolved}: {e}" if runtime is None else f"--runtime: {e}") from None
-    [row] = benchmark(
-        resolved,
-        name,
-        points=[Point(threads, batch_size, sequence_length)],
+    from edgepipe.benchmarks.repeat import Repeat, time_in_processes
+
+    repeat = repeat or Repeat()
+    point = Point(threads, batch_size, sequence_length)
+    generation = generation or GenerationPoint()
+    in_here = repeat.processes == 0
+    choice = inputs or InputChoice()
+    rows = benchmark_file(
+        path,
+        runtime,
+        points=[point],
         device=device,
         warmup=warmup,
-        runs=runs,
+        runs=runs if in_here else 0,
         max_seconds=max_seconds,
         options=options,
         seed=seed,
-        evaluation=None if text is None else lambda session: text_evaluation(session, text),
-        generation=generation or GenerationPoint(),
-        inputs=inputs,
+        text=text,
+        generation=generation if in_here else None,
+        inputs=choice,
     )
-    row.name = row.artifact.name or resolved.stem
-    return row
+    if not in_here:
+        timing = {"warmup": warmup, "runs": runs, "max_seconds": max_seconds, "seed": seed, "options": options}
+        [rows] = time_in_processes([(rows, choice)], timing, repeat, generation)
+    return rows[0]
+
+
+def _process_threads() -> int | None:
+    """OS threads of this process (Linux): the runtime's pools as they really are, not as asked."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _peak_rss_mb() -> float:

@@ -180,6 +180,7 @@ class InputChoice:
     outputs_dir: Path | None = None
     feeds: Feeds | None = None
     outputs: list[np.ndarray] | None = None
+    point_feeds: list[list[Feeds]] = field(default_factory=list)  # what each benchmark point was fed
 
 
 def described(feeds: Feeds, source: str, choice: InputChoice) -> str:

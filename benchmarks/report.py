@@ -46,19 +46,34 @@ def _compare(row: ResultRow, base: ResultRow) -> tuple[Comparison, str]:
         ratio=cmp["ratio"],
         significant=cmp["significant"],
         size_ratio=(row.artifact.size_bytes or 0) / (base.artifact.size_bytes or 1),
+        ci95=cmp["ci95"],
         **deltas,
     )
     medians = f"median {row.latency_ms.median:.3f} vs {base.latency_ms.median:.3f} ms"
+    interval = f", 95% interval {interval_text(cmp['ci95'])}" if cmp["ci95"] else ""
     if not cmp["significant"]:
-        verdict = f"no significant latency difference, x{cmp['ratio']:.2f}"
+        verdict = f"no significant latency difference, x{cmp['ratio']:.2f}{interval}"
     elif cmp["ratio"] >= 1:
-        verdict = f"{cmp['ratio']:.2f}x faster"
+        verdict = f"{cmp['ratio']:.2f}x faster{interval}"
     else:
-        verdict = f"SLOWER, x{cmp['ratio']:.2f}"
+        verdict = f"SLOWER, x{cmp['ratio']:.2f}{interval}"
     where = f" at {_point(row)}" if _point(row) else ""
     changes = "".join(f"; {m.removesuffix('_delta')} {d:+.4f}" for m, d in deltas.items())
     said = f"{row.label} vs {base.label}{where}: {verdict} ({medians}); size x{comparison.size_ratio:.2f}{changes}."
     return comparison, said
+
+
+def interval_text(ci: list[float] | None) -> str:
+    """``[2.91, 3.70]``: a ratio's interval, two decimals."""
+    return "" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def ratio_text(vs: Comparison | None) -> str:
+    """A table cell: ``x3.29 [2.91, 3.70]``, with ``(n.s.)`` when the interval holds 1."""
+    if vs is None:
+        return ""
+    interval = f" {interval_text(vs.ci95)}" if vs.ci95 else ""
+    return f"x{vs.ratio:.2f}{interval}" + ("" if vs.significant else " (n.s.)")
 
 
 def add_comparisons(
@@ -130,10 +145,6 @@ def columns(rows: list[ResultRow], task: type[Task] | None) -> list[tuple[str, A
     def measure(m: Measure, where: str) -> tuple[str, Any]:
         return m.label, lambda r: _f((getattr(r, where) or {}).get(m.name), m.fmt)
 
-    def speed(r: ResultRow) -> str:
-        vs = r.vs_fp32
-        return "" if not vs else f"x{vs.ratio:.2f}" + ("" if vs.significant else " (n.s.)")
-
     def lat(key: str) -> Any:
         return lambda r: _f(getattr(r.latency_ms, key) if r.latency_ms else None, ".3f")
 
@@ -160,7 +171,8 @@ def columns(rows: list[ResultRow], task: type[Task] | None) -> list[tuple[str, A
         ("p90 ms", lat("p90")),
         ("p99 ms", lat("p99")),
         ("n", lambda r: str(r.latency_ms.n) if r.latency_ms else ""),
-        ("speed-up vs fp32", speed),
+        ("procs", lambda r: str(r.latency_ms.processes) if r.latency_ms else ""),
+        ("speed-up vs fp32", lambda r: ratio_text(r.vs_fp32)),
     ]
     if any(r.vs_dense for r in rows):
         cols.append(("vs dense fp32", lambda r: _vs_dense(r.vs_dense)))
@@ -181,7 +193,7 @@ def _vs_dense(vs: Comparison | None) -> str:
     """``x9.12, 1/14.3 size``: a compressed model's file against the dense FP32 file on the same runtime."""
     if vs is None:
         return ""
-    speed = f"x{vs.ratio:.2f}" + ("" if vs.significant else " (n.s.)")
+    speed = ratio_text(vs)
     return f"{speed}, 1/{1 / vs.size_ratio:.1f} size" if vs.size_ratio else speed
 
 
@@ -266,7 +278,9 @@ def render_markdown(results: dict[str, Any], rows: list[ResultRow], task: type[T
         f"- Memory: {env.get('memory_total_mb')} MB; OS: {env['os']}; Python {env['python']}",
         f"- Packages: {pk}",
         f"- Measured: {env['timestamp']}. Latency is per call at the batch size shown, after warm-up; "
-        "speed-ups compare medians within this run only; (n.s.) = the 95% intervals of the medians overlap.",
+        "each artifact ran in `procs` fresh processes, in turn with the others; speed-ups compare medians within "
+        "this run only, with the 95% interval of the ratio from the paired process medians; (n.s.) = that "
+        "interval holds 1.",
         "",
         render_table(rows, task, markdown=True),
         "",
@@ -282,7 +296,8 @@ def render_csv(rows: list[ResultRow], task: type[Task] | None) -> str:
         "name", "format", "precision", "path", "size_bytes", "sha256", "runtime", "runtime_version", "device",
         "threads", "batch_size", "sequence_length", "status", *(m.name for m in measures), "latency_n",
         "latency_mean_ms", "latency_median_ms", "latency_p90_ms", "latency_p99_ms", "latency_ci95_low_ms",
-        "latency_ci95_high_ms", "load_ms", "peak_rss_mb", "speedup_vs_fp32", "speedup_significant", "error",
+        "latency_ci95_high_ms", "latency_processes", "throughput_per_s", "cold_start_ms", "load_ms", "peak_rss_mb",
+        "speedup_vs_fp32", "speedup_ci95_low", "speedup_ci95_high", "speedup_significant", "error",
     ]  # fmt: skip
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
@@ -316,9 +331,14 @@ def render_csv(rows: list[ResultRow], task: type[Task] | None) -> str:
                 "latency_p99_ms": lat.p99 if lat else None,
                 "latency_ci95_low_ms": ci[0],
                 "latency_ci95_high_ms": ci[1],
+                "latency_processes": lat.processes if lat else None,
+                "throughput_per_s": r.throughput_per_s,
+                "cold_start_ms": r.cold_start_ms,
                 "load_ms": r.load_ms,
                 "peak_rss_mb": r.peak_rss_mb,
                 "speedup_vs_fp32": vs.ratio if vs else None,
+                "speedup_ci95_low": vs.ci95[0] if vs and vs.ci95 else None,
+                "speedup_ci95_high": vs.ci95[1] if vs and vs.ci95 else None,
                 "speedup_significant": vs.significant if vs else None,
                 "error": r.error,
             }

@@ -2,7 +2,8 @@
 
 A job is one model file on one runtime and device at one or more points::
 
-    {"path", "runtime", "device", "warmup", "runs", "max_seconds", "seed", "options", "artifact",
+    {"path", "runtime", "device", "warmup" (calls, or "auto"), "runs", "max_seconds", "seed", "options", "artifact",
+     "started_at" (time.time() when the parent started this process: the first row's cold start),
      "points": [{"threads", "batch_size", "sequence_length", "feeds": "timing.npz" | null}, ...],
      "eval": {"task": kind, "data": "eval.npz", "reference": "reference.npz" | null} | null,
      "generation": {"prompt": [token ids], "new_tokens", "runs"} | null}
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -69,7 +71,7 @@ def run_job(job: dict[str, Any]) -> list[ResultRow]:
             job["runtime"],
             points=_points(job),
             device=job.get("device", "cpu"),
-            warmup=job.get("warmup", 20),
+            warmup=job.get("warmup", "auto"),
             runs=job.get("runs", 300),
             max_seconds=job.get("max_seconds", 30.0),
             options=job.get("options"),
@@ -77,6 +79,7 @@ def run_job(job: dict[str, Any]) -> list[ResultRow]:
             artifact=ArtifactRef.model_validate(job["artifact"]) if job.get("artifact") else None,
             seed=job.get("seed", 0),
             generation=GenerationPoint(**job["generation"]) if job.get("generation") else None,
+            started_at=job.get("started_at"),
         )
     except UnavailableError as e:
         return failed_rows(job, "unavailable", str(e))
@@ -95,7 +98,7 @@ def run_in_subprocess(job: dict[str, Any], timeout_s: float) -> list[ResultRow]:
             # On any exception here (time-out, Ctrl-C, SIGTERM turned into KeyboardInterrupt) run() kills the worker.
             proc = subprocess.run(
                 [sys.executable, "-m", "edgepipe.benchmarks.worker", str(rows_path)],
-                input=json.dumps(job),
+                input=json.dumps({**job, "started_at": time.time()}),
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,

@@ -14,7 +14,7 @@ import traceback
 import warnings
 from typing import Any, NoReturn
 
-from edgepipe.errors import EdgepipeError, GateError, InputError, UnavailableError, first_line
+from edgepipe.errors import EdgepipeError, GateError, InputError, RegressionError, UnavailableError, first_line
 from edgepipe.recipe import MAX_THREADS
 
 
@@ -39,13 +39,48 @@ def _number(kind: type, low: float, high: float = float("inf"), what: str = "a p
 _positive_int = _number(int, 1)
 _threads = _number(int, 1, MAX_THREADS, f"a thread count from 1 to {MAX_THREADS}")
 _non_negative_int = _number(int, 0, what="a non-negative integer")
+_fraction = _number(float, 1e-4, 0.9999, "a fraction between 0 and 1, e.g. 0.02")
+
+
+def _list_of(parse: Any) -> Any:
+    """``1,2,4``: one value or several separated by commas, each checked by ``parse``; duplicates dropped."""
+
+    def parse_list(text: str) -> list[Any]:
+        values = [parse(v.strip()) for v in text.split(",") if v.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected one value or several separated by commas, got '{text}'")
+        return list(dict.fromkeys(values))
+
+    return parse_list
+
+
+_DB_HELP = "results store, one SQLite file (default: $EDGEPIPE_DB, else ~/.local/share/edgepipe/results.sqlite)"
+
+
+def _path(text: str) -> Any:
+    from pathlib import Path
+
+    return Path(text).expanduser()
+
+
+def _warmup(text: str) -> int | str:
+    return "auto" if text == "auto" else _non_negative_int(text)
+
+
 _positive_seconds = _number(float, 1e-3, 86400.0, "seconds between 0.001 and 86400")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edgepipe.progress import Console
     from edgepipe.runner import run_recipe
 
-    result = run_recipe(args.recipe, out_dir=args.out, force=args.force, log=print)
+    console = Console()
+    try:
+        result = run_recipe(
+            args.recipe, out_dir=args.out, force=args.force, log=console.log, progress=console.progress, db=args.db
+        )
+    finally:
+        console.close()
     if result.unchecked:
         raise UnavailableError(f"{result.unchecked} (see {result.paths['md']})")
     if result.gate_failures:
@@ -105,45 +140,59 @@ def _parity(rows: list[Any], outputs: list[list[Any] | None]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import itertools
     from pathlib import Path
 
-    from edgepipe.benchmarks.generation import read_text
-    from edgepipe.benchmarks.harness import benchmark_model
+    from edgepipe.benchmarks.generation import GenerationPoint, read_text
+    from edgepipe.benchmarks.harness import Point, benchmark_file
     from edgepipe.benchmarks.inputs import InputChoice, load_inputs, parse_shapes
+    from edgepipe.benchmarks.repeat import Repeat, time_in_processes
     from edgepipe.benchmarks.report import render_table
     from edgepipe.environment import describe_environment
+    from edgepipe.progress import stderr_log
 
     runtimes = _bench_runtimes(args)
     options = _bench_options(args, runtimes)
     shapes, given = parse_shapes(args.shape or []), load_inputs(args.input or [])
     text = None if args.text is None else read_text(args.text)
-    rows, choices = [], list[InputChoice]()
+    points = [Point(t, b, args.seq_len) for t, b in itertools.product(args.threads or [None], args.batch_size)]
+    in_here = args.processes == 0
+    checked: list[tuple[list[Any], InputChoice]] = []
     for runtime in runtimes:
         out = Path(args.save_outputs) / runtime if args.save_outputs and len(runtimes) > 1 else args.save_outputs
         choice = InputChoice(shapes=shapes, given=given, outputs_dir=Path(out) if out else None)
-        if choices and choices[0].feeds is not None:  # identical inputs: the arrays the first runtime was fed
-            fed = choices[0].feeds.items()
+        if checked and checked[0][1].feeds is not None:  # identical inputs: the arrays the first runtime was fed
+            fed = checked[0][1].feeds.items()
             choice = InputChoice(
                 given={n: (a, f"the {runtimes[0]} run's input") for n, a in fed}, outputs_dir=choice.outputs_dir
             )
-        rows.append(
-            benchmark_model(
-                args.model,
-                runtime if args.runtime else None,
-                device=args.device,
-                threads=args.threads,
-                batch_size=args.batch_size,
-                sequence_length=args.seq_len,
-                warmup=args.warmup,
-                runs=args.runs,
-                max_seconds=args.max_seconds,
-                options=options.get(runtime),
-                text=text,
-                inputs=choice,
-            )
+        rows = benchmark_file(
+            args.model,
+            runtime if args.runtime else None,
+            points=points,
+            device=args.device,
+            warmup=args.warmup,
+            runs=args.runs if in_here else 0,  # checked and scored here; timed in fresh processes below
+            max_seconds=args.max_seconds,
+            options=options.get(runtime),
+            text=text,
+            generation=GenerationPoint() if in_here else None,
+            inputs=choice,
         )
-        choices.append(choice)
-    _parity(rows, [c.outputs for c in choices])
+        checked.append((rows, choice))
+    if not in_here:
+        repeat = Repeat(args.processes, max(args.processes, args.max_processes), args.target, args.time_budget)
+        timing = {"warmup": args.warmup, "runs": args.runs, "max_seconds": args.max_seconds, "seed": 0}
+        reporter = stderr_log()
+        try:
+            timed = time_in_processes(
+                checked, timing, repeat, GenerationPoint(), log=reporter.log, progress=reporter.progress
+            )
+        finally:
+            reporter.close()
+        checked = [(rows, c) for rows, (_, c) in zip(timed, checked, strict=True)]
+    _parity([rows[0] for rows, _ in checked], [c.outputs for _, c in checked])
+    rows = [row for rows, _ in checked for row in rows]
     environment = describe_environment()
     if args.json:
         dicts = [{**row.to_dict(), "environment": environment} for row in rows]
@@ -151,9 +200,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     print(render_table(rows))
     for row in rows:
-        _details(row, args, environment, several=len(rows) > 1)
+        _details(row, args, environment, several=len(runtimes) > 1)
     if args.save_outputs:
-        print(f"outputs of the first run: {args.save_outputs}/" + ("<runtime>/" if len(rows) > 1 else ""))
+        print(f"outputs of the first run: {args.save_outputs}/" + ("<runtime>/" if len(runtimes) > 1 else ""))
     return 0
 
 
@@ -162,11 +211,27 @@ def _details(row: Any, args: argparse.Namespace, environment: dict[str, Any], se
 
     lat = row.latency_ms
     assert lat is not None  # benchmark_model raises rather than return a row without timings
-    ci = f"95% CI of median [{lat.ci95[0]:.3f}, {lat.ci95[1]:.3f}] ms" if lat.ci95 else "too few runs for a 95% CI"
+    basis = "across processes" if lat.ci_basis == "processes" else "of one process's runs"
+    ci = (
+        f"95% interval of the median {basis} [{lat.ci95[0]:.3f}, {lat.ci95[1]:.3f}] ms"
+        if lat.ci95
+        else "no 95% interval"
+    )
+    spread = f", process medians {lat.process_spread:.1%} apart" if lat.process_spread is not None else ""
+    point = f"threads {row.threads or 'default'}, batch {row.batch_size}" + (
+        f", length {row.sequence_length}" if row.sequence_length else ""
+    )
+    threads = row.session.get("num_threads")
     print(
-        f"\n{row.runtime + ': ' if several else ''}load {row.load_ms:.1f} ms, first run {row.first_run_ms:.2f} ms, "
-        f"mean {lat.mean:.3f} ms, {ci}, peak RSS {row.peak_rss_mb:.0f} MB; inputs: {row.input_source}; "
-        f"CPU: {environment['cpu']['model']}"
+        f"\n{row.runtime + ', ' if several else ''}{point}: {lat.n} runs in {lat.processes} process(es), "
+        f"warm-up {lat.warmup_runs}; {ci}{spread}; mean {lat.mean:.3f} ms; "
+        f"throughput {row.throughput_per_s or 0:.1f}/s (measured at batch {row.batch_size})"
+    )
+    cold = f"cold start {row.cold_start_ms:.0f} ms (process start to first output), " if row.cold_start_ms else ""
+    print(
+        f"{cold}load {row.load_ms:.1f} ms, first run {row.first_run_ms:.2f} ms, peak RSS {row.peak_rss_mb:.0f} MB; "
+        f"threads: runtime says {threads if threads is not None else '?'}, process has "
+        f"{row.session.get('process_threads', '?')}; inputs: {row.input_source}; CPU: {environment['cpu']['model']}"
     )
     info = row.session
     if info.get("architecture"):
@@ -234,6 +299,49 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from edgepipe.history import list_runs, render_history
+
+    runs = list_runs(args.db, limit=args.limit, recipe=args.recipe)
+    print(json.dumps(runs, indent=2) if args.json else render_history(runs))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from edgepipe.history import compare_runs, load_run, render_compare
+
+    report = compare_runs(load_run(args.run_a, args.db), load_run(args.run_b, args.db), args.min_change)
+    print(json.dumps(report, indent=2) if args.json else render_compare(report))
+    slower = [p for p in report["pairs"] if p["verdict"] in ("regression", "broken")]
+    worse = [p for p in report["pairs"] if p.get("quality")]
+    if slower or worse:
+        first = (slower or worse)[0]
+        what = f"x{first['ratio']:.2f} slower" if first in slower and first.get("ratio") else "quality dropped"
+        raise RegressionError(
+            f"{len(slower)} latency and {len(worse)} quality regression(s) beyond the measured noise, "
+            f"first: {first['label']} {what}"
+        )
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgepipe.benchmarks.html_report import render_html, write_report
+    from edgepipe.files import atomic_write_text
+    from edgepipe.history import load_run
+
+    out = Path(args.out) if args.out else None
+    if Path(args.run).exists():
+        path = write_report(Path(args.run), out)
+    else:  # a run id in the results store
+        results = load_run(args.run, args.db)
+        path = out or Path(f"report-{results.get('run_id') or args.run}.html")
+        atomic_write_text(path, render_html(results))
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_runtimes(args: argparse.Namespace) -> int:
     from edgepipe.runtimes import describe_runtimes
 
@@ -262,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
     run.add_argument("--out", help="run folder (default: the recipe's output_dir, else runs/<name>)")
     run.add_argument("--force", action="store_true", help="re-run every stage even if a cached artifact exists")
+    run.add_argument("--db", type=_path, help=_DB_HELP)
     run.set_defaults(func=cmd_run)
 
     bench = sub.add_parser("bench", help="benchmark a model file (.onnx, .xml, .tflite, .gguf) or artifact folder")
@@ -271,12 +380,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="runtime, or several separated by commas (compared on identical inputs); default: the format's",
     )
     bench.add_argument("--device", default="cpu", help="device: cpu, cuda, gpu, ... (default: cpu)")
-    bench.add_argument("--threads", type=_threads, help="threads for the runtime (default: its own)")
-    bench.add_argument("--batch-size", type=_positive_int, default=1, help="batch for dynamic batch dims")
+    bench.add_argument(
+        "--threads", type=_list_of(_threads), help="threads for the runtime, or several: 1,2,4 (default: its own)"
+    )
+    bench.add_argument(
+        "--batch-size", type=_list_of(_positive_int), default=[1], help="batch for dynamic batch dims, or several: 1,8"
+    )
     bench.add_argument("--seq-len", type=_positive_int, help="length for dynamic sequence dims (default: 32)")
-    bench.add_argument("--warmup", type=_non_negative_int, default=20, help="untimed warm-up runs (default: 20)")
-    bench.add_argument("--runs", type=_positive_int, default=300, help="timed runs (default: 300)")
-    bench.add_argument("--max-seconds", type=_positive_seconds, default=30.0, help="stop timing after this long")
+    bench.add_argument(
+        "--warmup", type=_warmup, default="auto", help="untimed calls, or auto: until the median settles (default)"
+    )
+    bench.add_argument("--runs", type=_positive_int, default=300, help="timed calls per process (default: 300)")
+    bench.add_argument("--max-seconds", type=_positive_seconds, default=30.0, help="stop a process's timing after this")
+    bench.add_argument(
+        "--processes",
+        type=_non_negative_int,
+        default=3,
+        help="fresh processes that time each runtime, in turn (default: 3; 0: time in this process)",
+    )
+    bench.add_argument(
+        "--max-processes", type=_positive_int, default=10, help="more while an interval is too wide (default: 10)"
+    )
+    bench.add_argument(
+        "--target", type=_fraction, default=0.02, help="stop once each median is known to +- this (default: 0.02)"
+    )
+    bench.add_argument(
+        "--time-budget", type=_positive_seconds, default=60.0, help="no new round of processes after this (s)"
+    )
     bench.add_argument("--no-xnnpack", action="store_true", help="litert: the built-in kernels, without XNNPACK")
     bench.add_argument("--text", help="a UTF-8 text file: the perplexity of a language model (GGUF) on it")
     bench.add_argument(
@@ -313,6 +443,31 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("model", help=".tflite file or edgepipe TFLite artifact folder")
     bundle.add_argument("--out", help="output folder (default: ./<model>-bundle)")
     bundle.set_defaults(func=cmd_bundle)
+
+    history = sub.add_parser("history", help="list recorded runs with their machine and versions, newest first")
+    history.add_argument("--recipe", help="only runs of this recipe name")
+    history.add_argument("--limit", type=_positive_int, default=20, help="how many runs (default: 20)")
+    history.add_argument("--db", type=_path, help=_DB_HELP)
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(func=cmd_history)
+
+    compare = sub.add_parser(
+        "compare", help="run B against run A, artifact by artifact; exit 5 on a regression beyond the noise"
+    )
+    compare.add_argument("run_a", help="run id (or unique prefix), run folder or results.json: the baseline")
+    compare.add_argument("run_b", help="run id (or unique prefix), run folder or results.json: the candidate")
+    compare.add_argument(
+        "--min-change", type=_fraction, default=0.05, help="smallest slow-down called a regression (default: 0.05)"
+    )
+    compare.add_argument("--db", type=_path, help=_DB_HELP)
+    compare.add_argument("--json", action="store_true")
+    compare.set_defaults(func=cmd_compare)
+
+    report = sub.add_parser("report", help="a self-contained HTML report of a run: the table and its plots")
+    report.add_argument("run", help="run folder, results.json, or run id in the results store")
+    report.add_argument("--out", help="HTML file (default: <run>/report.html, or report-<run id>.html)")
+    report.add_argument("--db", type=_path, help=_DB_HELP)
+    report.set_defaults(func=cmd_report)
 
     rts = sub.add_parser("runtimes", help="list runtimes, whether they are installed, and their devices")
     rts.add_argument("--json", action="store_true")

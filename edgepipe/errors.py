@@ -45,6 +45,12 @@ class GateError(EdgepipeError):
     exit_code = 4
 
 
+class RegressionError(EdgepipeError):
+    """``edgepipe compare`` found a regression beyond the measured noise (the comparison was printed)."""
+
+    exit_code = 5
+
+
 # Lines that say where in a native library an error was raised, not what is wrong (OpenVINO prints
 # "Exception from src/inference/src/cpp/core.cpp:84:" before the reason).
 _LOCATION_ONLY = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:?|FrontEnd API failed.*)$")

@@ -60,9 +60,15 @@ class BenchmarkConfig(Section):
     threads: list[int] = Field([2], min_length=1)
     batch_size: list[int] = Field([1], min_length=1)
     sequence_lengths: list[int] | None = Field(None, min_length=1, description="text tasks; default: the task's")
-    warmup: int = Field(20, ge=0)
-    runs: int = Field(300, ge=5)
+    warmup: int | Literal["auto"] = Field(
+        "auto", description="untimed calls before timing, or auto: until the running median settles"
+    )
+    runs: int = Field(300, ge=5, description="timed calls per process")
     max_seconds: float = Field(30.0, gt=0, description="per benchmark point; stops early after this much timing")
+    processes: int = Field(3, ge=1, le=100, description="fresh processes per artifact at least, run in turn")
+    max_processes: int = Field(10, ge=1, le=100, description="more processes while an interval is too wide")
+    target_half_width: float = Field(0.02, gt=0, lt=1, description="stop once every median is known to +-this")
+    time_budget_s: float = Field(60.0, gt=0, description="no new round of processes after this many seconds")
     devices: list[str] = ["cpu"]
     reference: bool = Field(True, description="also benchmark the torch model itself")
     # Extra runtimes per format beyond the format's default one, e.g. {"onnx": ["onnxruntime", "openvino"]}.
@@ -78,6 +84,19 @@ class BenchmarkConfig(Section):
     )
 
     _lists = field_validator("threads", "batch_size", "sequence_lengths", mode="before")(_as_list)
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError(f"must be >= 0 or auto, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _process_range(self) -> BenchmarkConfig:
+        if self.max_processes < self.processes:
+            raise ValueError(f"max_processes: {self.max_processes} is fewer than processes ({self.processes})")
+        return self
 
     @field_validator("threads")
     @classmethod

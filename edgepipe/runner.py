@@ -20,6 +20,7 @@ from edgepipe.errors import InputError
 from edgepipe.files import sha256_json
 from edgepipe.formats import FORMATS
 from edgepipe.gates import check_gates
+from edgepipe.progress import Progress, no_progress
 from edgepipe.recipe import Recipe, load_recipe
 from edgepipe.results import RESULTS_SCHEMA_VERSION, ArtifactRef, ResultRow, failed_row
 from edgepipe.search import summary as search_summary
@@ -168,10 +169,39 @@ def _summary(artifact: Artifact) -> str:
     return f" ({said})" if said else ""
 
 
+def run_id(name: str, timestamp: str) -> str:
+    """``20261201T033512-quickstart-1a2b3c``: sortable by time, readable, unique (a random tail)."""
+    import secrets
+
+    stamp = "".join(c for c in timestamp[:19] if c.isalnum())
+    return f"{stamp}-{name}-{secrets.token_hex(3)}"
+
+
+def _record(results: dict[str, Any], rows: list[ResultRow], out: Path, db: Path | None) -> str:
+    """Put the run in the results store; a store that cannot be written is said, not fatal (results.json
+    stands on its own)."""
+    from edgepipe.errors import EdgepipeError
+    from edgepipe.history import default_db_path, record
+
+    where = db or default_db_path()
+    try:
+        record({**results, "results": [r.to_dict() for r in rows]}, out, where)
+    except EdgepipeError as e:
+        return f"results store: not recorded: {e}"
+    return f"recorded as {results['run_id']} in {where} (edgepipe history, edgepipe compare)"
+
+
 def run_recipe(
-    recipe: Recipe | str | Path, out_dir: str | Path | None = None, force: bool = False, log: Log | None = None
+    recipe: Recipe | str | Path,
+    out_dir: str | Path | None = None,
+    force: bool = False,
+    log: Log | None = None,
+    progress: Progress | None = None,
+    db: Path | None = None,
 ) -> RunResult:
-    """Run a recipe end to end and write results.json / .md / .csv into the run folder.
+    """Run a recipe end to end and write results.json / .md / .csv into the run folder, and record the run
+    in the results store (``db``, default ``edgepipe.history.default_db_path()``) for ``edgepipe history``
+    and ``edgepipe compare``. ``progress`` draws long steps (``edgepipe.progress.Console``).
 
     Gate failures do not raise: they are in ``RunResult.gate_failures`` (the CLI exits 4 on them), and a
     run in which nothing could be checked says so in ``RunResult.unchecked`` (the CLI exits 3).
@@ -179,6 +209,7 @@ def run_recipe(
     >>> result = run_recipe("recipes/quickstart.yaml", log=print)   # doctest: +SKIP
     >>> result.rows[0].latency_ms.median                             # doctest: +SKIP
     """
+    from edgepipe.benchmarks.repeat import Repeat, measure
     from edgepipe.benchmarks.report import add_comparisons, recommend, render_table, write_results
     from edgepipe.benchmarks.worker import run_in_subprocess
     from edgepipe.compress.report import checkpoint_summary, compression_notes, qat_notes
@@ -195,7 +226,7 @@ def run_recipe(
         raise InputError(f"{out}: cannot create the run folder ({e.strerror})") from None
 
     task = build_task(recipe.task, recipe.seed, out / "data")
-    ctx = StageContext(task, recipe.seed, recipe.base_dir, log, recipe.gates)
+    ctx = StageContext(task, recipe.seed, recipe.base_dir, log, recipe.gates, progress or no_progress)
     sizes = ", ".join(f"{k} {v}" for k, v in task.split_sizes().items())
     log(f"[data] {task.kind} on {task.name}: {sizes} {task.unit}")
     checkpoints = build_checkpoints(recipe, ctx, store, force)
@@ -228,18 +259,15 @@ def run_recipe(
     )
 
     rows: list[ResultRow] = [_unsupported_row(u, recipe) for u in targets.unsupported if u.format in FORMATS]
-    for job in _jobs(recipe, artifacts, points, evaluations, generation):
-        t0 = time.perf_counter()
-        for row in run_in_subprocess(job, recipe.benchmark.timeout_s):
+    jobs = _jobs(recipe, artifacts, points, evaluations, generation)
+    b = recipe.benchmark
+    repeat = Repeat(b.processes, b.max_processes, b.target_half_width, b.time_budget_s)
+    measured = measure(jobs, repeat, lambda job: run_in_subprocess(job, b.timeout_s), log, progress or no_progress)
+    for job, job_rows in zip(jobs, measured, strict=True):
+        for row in job_rows:
             row = _ran_at(row, job)
             row.name = job["artifact"]["name"]
-            lat = row.latency_ms
-            status = f"median {lat.median:.3f} ms (n={lat.n})" if lat else f"{row.status}: {row.error}"
-            point = f" {row.batch_size}x{row.sequence_length}" if row.sequence_length else ""
-            log(f"[bench] {row.name} on {job['runtime']}/{job['device']}{point}: {status}")
             rows.append(row)
-        took = time.perf_counter() - t0
-        log(f"[bench] {job['artifact']['name']} on {job['runtime']}/{job['device']} took {took:.1f} s")
 
     # With compression the first checkpoint is the dense source model: what every compressed file faces.
     compressed = {a.sha256 for c, t in built if c.compressed for a in [c.model, *t.models]}
@@ -263,8 +291,10 @@ def run_recipe(
     if report.needed and not report.checked:
         unchecked = f"no artifact could be checked: none of the {report.needed} benchmark rows could run and be scored"
         notes.append(unchecked[0].upper() + unchecked[1:])
+    environment = describe_environment()
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION,
+        "run_id": run_id(recipe.name, environment["timestamp"]),
         "recipe": {
             "name": recipe.name,
             "config": recipe.model_dump(mode="json"),
@@ -278,16 +308,18 @@ def run_recipe(
             "parity": [{"name": m.name, "higher_is_better": m.higher_is_better} for m in task.parity_measures],
         },
         "checkpoints": [checkpoint_summary(c, references[c.model.sha256]) for c in checkpoints],
-        "environment": describe_environment(),
+        "environment": environment,
         "notes": notes,
         "recommendation": recommendation,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     paths = write_results(results, rows, type(task), out)
+    stored = _record(results, rows, out, db)
     log("")
     log(render_table(rows, type(task)))
     log("")
     for n in notes:
         log(f"- {n}")
     log(f"\nwrote {paths['json']}, {paths['md'].name}, {paths['csv'].name} in {results['wall_seconds']:.1f} s")
+    log(stored)
     return RunResult({**results, "results": [r.to_dict() for r in rows]}, rows, out, paths, report.failures, unchecked)

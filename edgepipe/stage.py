@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgepipe.configs import Section
+from edgepipe.progress import Progress, no_progress
 from edgepipe.tensors import Feeds
 
 if TYPE_CHECKING:
@@ -121,6 +122,7 @@ class StageContext:
     base_dir: Path = Path()
     log: Log = silent
     gates: Section | None = None  # the recipe's gates: the bar a quantize step's result is held to
+    progress: Progress = no_progress  # long loops (training steps) draw a bar with it on a terminal
     _modules: dict[str, Any] = field(default_factory=dict, repr=False)
     _preprocessors: dict[str, Preprocessor] = field(default_factory=dict, repr=False)
     _tuning: dict[str, tuple[EvalSet, list[np.ndarray], dict[str, float]]] = field(default_factory=dict, repr=False)

@@ -130,6 +130,7 @@ def train(
             step += 1
             total += loss.item() * len(target)
             count += len(target)
+            ctx.progress(f"[{label}] {steps} steps", step, steps)
             if (now := time.perf_counter()) - reported >= PROGRESS_EVERY_S:  # a long epoch shows it is moving
                 reported, took = now, now - start
                 left = took / step * (steps - step)
@@ -138,6 +139,8 @@ def train(
                     f"({took:.0f} s, about {left / 60:.1f} min left)"
                 )
         history.append(round(total / max(count, 1), 5))
+        if epoch == config.epochs - 1 or step >= steps:
+            ctx.progress(f"[{label}] {steps} steps", steps, steps)  # the bar goes; the epoch's line stays
         took = time.perf_counter() - start
         ctx.log(f"[{label}] epoch {epoch + 1}/{config.epochs}: loss {history[-1]:.4f} ({took:.0f} s, {step} steps)")
     data = task.eval_set(pre)

@@ -58,6 +58,7 @@ class LiteRTSession(Session):
         self._it = interpreter
         signatures = interpreter.get_signature_list()
         self._runners: dict[tuple[tuple[int, ...], ...], tuple[Any, list[str], list[str]]] = {}
+        self._bound: dict[str, np.ndarray] | None = None
         if len(signatures) > 1:
             self._multi(signatures)
             self.info = {**info, "signatures": list(signatures)}
@@ -102,6 +103,21 @@ class LiteRTSession(Session):
             runner, names_in, names_out = self._runners[key]
             result = runner(**dict(zip(names_in, arrays, strict=True)))
             return [result[n] for n in names_out]
+        self._bind(feeds)
+        self._it.invoke()
+        return [self._it.get_tensor(i) for i in self._out_index]
+
+    def run_timed(self, feeds: dict[str, np.ndarray]) -> None:
+        # The inputs are copied in once per feeds, then only invoke() runs, as in LiteRT's own benchmark
+        # tool: no input copy and no output copy (get_tensor) inside the timed call.
+        if self._runners:
+            self.run(feeds)
+            return
+        if feeds is not self._bound:
+            self._bind(feeds)
+        self._it.invoke()
+
+    def _bind(self, feeds: dict[str, np.ndarray]) -> None:
         arrays = [feeds[s.name] for s in self.inputs]
         shapes = [tuple(a.shape) for a in arrays]
         if shapes != self._shapes:  # a dynamic dimension takes another size: resize, then allocate again
@@ -111,8 +127,7 @@ class LiteRTSession(Session):
             self._shapes = shapes
         for index, array in zip(self._in_index, arrays, strict=True):
             self._it.set_tensor(index, array)
-        self._it.invoke()
-        return [self._it.get_tensor(i) for i in self._out_index]
+        self._bound = feeds  # held, so that its id cannot be reused by another dict
 
 
 class LiteRTRuntime(Runtime[Session]):

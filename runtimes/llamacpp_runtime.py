@@ -185,7 +185,7 @@ class LlamaCppRuntime(Runtime[LlamaCppSession]):
             "kv_cache": kv_cache,
             "n_ctx": n_ctx,
             "n_gpu_layers": n_gpu_layers,
-            "num_threads": threads,
+            "num_threads": int(llama_cpp.llama_n_threads(llm.ctx)),  # read back from the context
             # What this llama.cpp was compiled for (a portable build has no AVX-512 kernels, a native one may)
             "system_info": llama_cpp.llama_print_system_info().decode().strip(" |"),
         }

@@ -26,7 +26,9 @@ class OrtSession(Session):
         self.inputs = [_spec(a) for a in session.get_inputs()]
         self.outputs = [_spec(a) for a in session.get_outputs()]
         self._names = [o.name for o in self.outputs]
-        self.info = {"providers": session.get_providers()}
+        # The thread count as the session holds it (0: onnxruntime's default, one per physical core).
+        threads = session.get_session_options().intra_op_num_threads
+        self.info = {"providers": session.get_providers(), "num_threads": threads or "default"}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return list(self._session.run(self._names, feeds))

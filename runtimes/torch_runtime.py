@@ -38,7 +38,7 @@ class TorchSession(Session):
             torch.backends.cuda.matmul.allow_tf32 = False
         self.module = module.to(self.device).eval()
         self.inputs, self.outputs = inputs, outputs
-        self.info = {"torch_threads": torch.get_num_threads(), "device_name": _device_name(torch, self.device)}
+        self.info = {"num_threads": torch.get_num_threads(), "device_name": _device_name(torch, self.device)}
         # torch's thread count is the process's: closing gives the caller back its own (an API call that
         # loads the reference, e.g. run_recipe, would otherwise change how the caller's torch trains).
         self._threads_before = threads_before

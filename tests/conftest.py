@@ -4,11 +4,21 @@ Llama-style language model and its GGUF files (session scope: built once, read b
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# Runs made by the tests are recorded in a results store of their own, not in the user's.
+os.environ["EDGEPIPE_DB"] = str(Path(tempfile.mkdtemp(prefix="edgepipe-test-store-")) / "results.sqlite")
+
+
+def one_process(argv: list[str]) -> list[str]:
+    """``edgepipe bench`` timed in one fresh process unless the test asks for more: the tests check what
+    a benchmark says, not the machine's noise (tests/test_repeat.py and the pipeline test cover several)."""
+    return [*argv, "--processes", "1"] if argv[:1] == ["bench"] and "--processes" not in argv else argv
+
 
 TINY_RECIPE = {
     "name": "tiny",
@@ -26,7 +36,7 @@ TINY_RECIPE = {
         {"format": "onnx", "quantize": [{"method": "static"}]},
         {"format": "openvino", "quantize": [{"method": "static"}]},
     ],
-    "benchmark": {"threads": 1, "warmup": 2, "runs": 20, "max_seconds": 5},
+    "benchmark": {"threads": 1, "warmup": 2, "runs": 20, "max_seconds": 5, "processes": 1},
 }
 
 
@@ -152,7 +162,7 @@ def cli_run(capsys, monkeypatch):
     def run(argv: list[str]) -> tuple[int, str]:
         capsys.readouterr()
         try:
-            code = main(argv)
+            code = main(one_process(argv))
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
         _, err = capsys.readouterr()

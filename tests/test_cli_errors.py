@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import one_process
 from edgepipe.cli import main
 
 CliResult = tuple[int, str, str]  # exit code, stdout, stderr
@@ -80,7 +81,7 @@ def cli(capsys) -> Callable[[list[str]], CliResult]:
     def run(argv: list[str]) -> CliResult:
         capsys.readouterr()  # drop anything printed by fixtures
         try:
-            code = main(argv)
+            code = main(one_process(argv))
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else 1
         out, err = capsys.readouterr()
@@ -409,7 +410,8 @@ def test_bench_valid_model_json(cli, request, model, runtime, fmt):
     if runtime == "openvino" or model == "ir":
         pytest.importorskip("openvino")
     path = request.getfixturevalue("tiny_ir" if model == "ir" else "tiny_onnx")
-    argv = ["bench", str(path), "--json", "--runs", "20"] + (["--runtime", runtime] if runtime else [])
+    argv = ["bench", str(path), "--json", "--runs", "20", "--processes", "3", "--max-processes", "3"]
+    argv += ["--runtime", runtime] if runtime else []
     code, out, err = cli(argv)
     assert code == 0, err
     assert "Traceback" not in err
@@ -418,7 +420,9 @@ def test_bench_valid_model_json(cli, request, model, runtime, fmt):
     assert row["runtime"] == (runtime or "openvino")
     assert row["artifact"]["format"] == fmt
     assert row["artifact"]["path"] == str(path)
-    assert row["latency_ms"]["n"] == 20
+    lat = row["latency_ms"]  # 20 runs in each of 3 fresh processes
+    assert lat["processes"] == 3 and lat["n"] == 60 and lat["ci_basis"] == "processes"
+    assert row["cold_start_ms"] > row["load_ms"] and row["peak_rss_mb"] > 0
     assert row["batch_size"] == 1
     [spec] = row["inputs"]
     assert (spec["name"], spec["dtype"], spec["shape"][1]) == ("input", "float32", 8)
@@ -432,7 +436,7 @@ def test_bench_valid_model_table(cli, tiny_onnx):
     code, out, err = cli(["bench", str(tiny_onnx), "--runs", "10", "--warmup", "1", "--threads", "1"])
     assert code == 0, err
     assert "onnxruntime" in out
-    assert "95% CI of median" in out
+    assert "95% interval of the median" in out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import one_process
 from edgepipe.benchmarks.sample_models import conv_onnx, multi_onnx
 from edgepipe.inspection import Inspection
 
@@ -41,7 +42,7 @@ def _stdout(capsys, argv):
     from edgepipe.cli import main
 
     capsys.readouterr()
-    code = main(argv)
+    code = main(one_process(argv))
     captured = capsys.readouterr()
     assert code == 0, captured.err
     return captured.out

@@ -35,7 +35,9 @@ ROW_KEYS = {
 def run_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
     recipe = folder / "tiny.yaml"
-    recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "output_dir": str(folder / "out")}))
+    # Two processes per artifact, in turn: the between-process statistics end to end.
+    bench = {**TINY_RECIPE["benchmark"], "processes": 2, "max_processes": 2}
+    recipe.write_text(yaml.safe_dump({**TINY_RECIPE, "benchmark": bench, "output_dir": str(folder / "out")}))
     logs: list[str] = []
     from edgepipe.runner import run_recipe
 
@@ -63,8 +65,11 @@ def test_results_follow_the_contract(run_dir):
         assert set(row) >= ROW_KEYS
         assert {"format", "precision", "path", "size_bytes", "sha256"} <= set(row["artifact"])
         lat = row["latency_ms"]
-        assert lat["n"] == 20 and lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
-        assert lat["ci95"][0] <= lat["median"] <= lat["ci95"][1]
+        assert lat["n"] == 40 and lat["min"] <= lat["median"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert lat["processes"] == 2 and len(lat["process_medians"]) == 2 and lat["ci_basis"] == "processes"
+        assert lat["ci95"][0] <= min(lat["process_medians"]) <= max(lat["process_medians"]) <= lat["ci95"][1]
+        assert len(row["samples_ms"]) == 40 and row["cold_start_ms"] > row["load_ms"] > 0
+        assert row["throughput_per_s"] > 0 and row["session"]["process_threads"] >= 1
         assert 0.8 < row["metrics"]["accuracy"] <= 1.0
         assert row["threads"] == 1 and row["task"] == "classification" and row["nonfinite_outputs"] == 0
         assert row["input_source"] == "evaluation data"
@@ -73,6 +78,9 @@ def test_results_follow_the_contract(run_dir):
         assert row["gates"]["passed"]
     int8 = [r for r in rows if r["artifact"]["precision"] == "int8"]
     assert all("ratio" in r["vs_fp32"] and "accuracy_delta" in r["vs_fp32"] for r in int8)
+    for r in int8:  # the ratio's interval, from the two processes of each, paired
+        lo, hi = r["vs_fp32"]["ci95"]
+        assert lo <= r["vs_fp32"]["ratio"] <= hi and r["vs_fp32"]["significant"] == (lo > 1 or hi < 1)
     assert result.gate_failures == [] and result.unchecked is None
 
 
@@ -144,3 +152,27 @@ def test_a_run_where_no_runtime_is_available_does_not_pass(tmp_path, monkeypatch
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3 and len(err) == 1 and "no artifact could be checked" in err[0]
     assert json.loads((tmp_path / "out" / "results.json").read_text())["results"][0]["status"] == "unavailable"
+
+
+def test_the_run_is_recorded_compared_and_reported(run_dir, tmp_path, capsys):
+    folder, _, result, logs = run_dir
+    run_id = result.results["run_id"]
+    assert any(line.startswith(f"recorded as {run_id}") for line in logs)
+    assert main(["history", "--recipe", "tiny"]) == 0 and run_id in capsys.readouterr().out
+    # the run against itself (by id, then by folder): nothing beyond the noise
+    assert main(["compare", run_id, str(folder / "out")]) == 0
+    assert "no regression beyond the measured noise" in capsys.readouterr().out
+    # every process of one row planted 3x slower: a regression, exit 5, one line on stderr
+    data = json.loads((folder / "out" / "results.json").read_text())
+    lat = data["results"][1]["latency_ms"]
+    lat["process_medians"] = [3 * m for m in lat["process_medians"]]
+    lat["median"] *= 3
+    slower = tmp_path / "slower.json"
+    slower.write_text(json.dumps(data))
+    assert main(["compare", run_id, str(slower)]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 latency and 0 quality regression(s)" in err[0] and "onnx-fp32" in err[0]
+    # the HTML report of the run: four plots in one file
+    assert main(["report", str(folder / "out")]) == 0
+    page = (folder / "out" / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4

@@ -1,0 +1,340 @@
+"""One run as one self-contained HTML page (``edgepipe report RUN``): the results table, four plots and the
+notes, rendered from ``results.json`` alone.
+
+Nothing is measured here. The page loads nothing from anywhere: the plots are PNGs in ``data:`` URLs, the
+style and the one script are inline, and a Content-Security-Policy forbids everything else, so it opens
+the same from a mail attachment as from the run folder. The script counts the plots that decoded into
+``body[data-plots-rendered]``, which a headless browser can read back (tests/test_html_report.py).
+Older files (no ``samples_ms``, no ratio intervals) give a page without the plots they lack data for,
+each replaced by a line saying why.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from edgepipe.benchmarks.report import columns
+from edgepipe.errors import InputError, UnavailableError
+from edgepipe.files import atomic_write_text
+from edgepipe.results import Comparison, ResultRow
+from edgepipe.tasks import Task, task_class
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# A figure, its alt text and its caption; or, as a plain string, why the plot is left out.
+Plot = tuple["Figure", str, str]
+
+_STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ccc;padding:2px 6px;text-align:left}
+th{background:#f2f2f2}tr.failed td,tr.unavailable td,tr.unsupported td{color:#999}
+figure{margin:1.5em 0}img{max-width:100%}figcaption,.missing{color:#555;font-size:13px}.machine{color:#444}"""
+
+# Counts the images that decoded, for a headless browser to read back from the dumped DOM.
+_SCRIPT = """window.addEventListener("load", function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.dataset.plotsRendered = String(ok.length);
+  document.body.dataset.plotsTotal = String(imgs.length);
+});"""
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+
+_HOW_TO_READ = (
+    "Latency is per call at the batch size shown, after warm-up, pooled over every timed run of every fresh "
+    "process. Its 95% interval (and a speed-up's) is built across processes, the variation that moves a "
+    "figure from one run to the next, when there were two or more; with one process it only describes that "
+    "process's runs. A speed-up is baseline median / this median (&gt; 1: faster); (n.s.) means its interval "
+    "includes 1, so this run cannot tell the two apart. Compare figures within one run only."
+)
+
+
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
+    """Indices of the (latency, metric) points that no other point beats, in order of latency: each is
+    strictly better in the metric than every faster point."""
+    sign = 1.0 if higher_is_better else -1.0
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -sign * points[i][1]))
+    front: list[int] = []
+    for i in order:
+        if not front or sign * points[i][1] > sign * points[front[-1]][1]:
+            front.append(i)
+    return front
+
+
+def _rows(results: dict[str, Any]) -> list[ResultRow]:
+    rows = []
+    for i, d in enumerate(results.get("results") or []):
+        if not isinstance(d, dict):
+            raise InputError(f"results[{i}]: not an object")
+        d = dict(d)
+        for key in ("metrics", "parity"):  # a NaN metric is written as null
+            if isinstance(d.get(key), dict):
+                d[key] = {k: v for k, v in d[key].items() if v is not None}
+        try:
+            rows.append(ResultRow.model_validate(d))
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise InputError(f"results[{i}].{where}: {err['msg']}") from None
+    return rows
+
+
+def _name(r: ResultRow) -> str:
+    return r.name or r.artifact.name or f"{r.artifact.format}/{r.artifact.precision or '?'}"
+
+
+def _setup(r: ResultRow) -> str:
+    """The benchmark point: threads, and batch and length where set."""
+    parts = [f"{r.threads or 'auto'} threads"]
+    if r.batch_size not in (None, 1):
+        parts.append(f"batch {r.batch_size}")
+    if r.sequence_length is not None:
+        parts.append(f"length {r.sequence_length}")
+    return ", ".join(parts)
+
+
+def _where(r: ResultRow, among: list[ResultRow]) -> str:
+    """`` (2 threads, length 32)`` when ``among`` were measured at several points, else nothing."""
+    return f" ({_setup(r)})" if len({_setup(o) for o in among}) > 1 else ""
+
+
+def _log_if_wide(ax: Any, xs: list[float]) -> bool:
+    """A log x axis when the values span more than 20x."""
+    wide = min(xs) > 0 and max(xs) / min(xs) > 20
+    if wide:
+        ax.set_xscale("log")
+    return wide
+
+
+def _t(s: str) -> str:
+    """Text for matplotlib: a ``$`` in a name would start mathtext."""
+    return s.replace("$", r"\$")
+
+
+def _figure(height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, height), dpi=100)
+    fig.add_subplot()
+    return fig
+
+
+def _metric_plot(rows: list[ResultRow], metric: dict[str, Any], pareto: bool) -> Plot | str:
+    """The first metric against median latency (``pareto``: front per runtime and setup) or file size."""
+    name, hib = metric["name"], bool(metric.get("higher_is_better", True))
+    xkey = "median latency" if pareto else "file size"
+    pts: list[tuple[ResultRow, float, float]] = []
+    for r in rows:
+        x = (r.latency_ms.median if r.latency_ms else None) if pareto else r.artifact.size_bytes
+        if r.status == "ok" and name in r.metrics and x:
+            pts.append((r, x if pareto else x / 1e6, r.metrics[name]))
+    if not pts:
+        return f"no ok row has both a {xkey} and {name}"
+    among = [r for r, _, _ in pts]
+    groups: dict[str, list[tuple[ResultRow, float, float]]] = {}
+    for p in pts:
+        groups.setdefault(p[0].runtime + (_where(p[0], among) if pareto else ""), []).append(p)
+    fig = _figure(5)
+    ax = fig.axes[0]
+    for k, (series, ps) in enumerate(sorted(groups.items())):
+        color = f"C{k % 10}"
+        xy = [(x, y) for _, x, y in ps]
+        front = pareto_front(xy, hib) if pareto else []
+        ax.scatter([x for x, _ in xy], [y for _, y in xy], s=40, facecolors="none", edgecolors=color, label=series)
+        if front:
+            ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "o-", color=color, ms=6)
+        for r, x, y in ps:
+            label = _name(r) + ("" if pareto else _where(r, among))
+            ax.annotate(_t(label), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, color=color)
+    _log_if_wide(ax, [x for _, x, _ in pts])
+    ax.set_xlabel("median latency per call (ms)" if pareto else "file size (MB)")
+    ax.set_ylabel(_t(f"{name} ({'higher' if hib else 'lower'} is better)"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if pareto:
+        alt = f"Scatter of {name} against median latency per runtime, with the Pareto-optimal points joined"
+        cap = (
+            f"{name} vs median latency. Filled and joined: the Pareto front of each runtime"
+            + (" and setup" if len({_setup(r) for r in among}) > 1 else "")
+            + f" (no other point is both faster and {'higher' if hib else 'lower'}); hollow: dominated."
+        )
+    else:
+        alt = f"Scatter of {name} against file size, one point per row"
+        cap = f"{name} vs file size (the model file and everything that travels with it)."
+    return fig, alt, cap
+
+
+def _distributions(rows: list[ResultRow]) -> Plot | str:
+    """A horizontal box of every timed run per row, with the per-process medians as dots."""
+    rs = [r for r in rows if r.status == "ok" and r.samples_ms]
+    if not rs:
+        return "no row has samples_ms (results.json before schema 5 keeps only summary statistics)"
+    import matplotlib
+
+    fig = _figure(1.2 + 0.45 * len(rs))
+    ax = fig.axes[0]
+    old = tuple(int(p) for p in matplotlib.__version__.split(".")[:2]) < (3, 10)
+    orient: dict[str, Any] = {"vert": False} if old else {"orientation": "horizontal"}
+    ax.boxplot([r.samples_ms for r in rs], widths=0.6, flierprops={"markersize": 2, "alpha": 0.4}, **orient)
+    for y, r in enumerate(rs, start=1):
+        meds = r.latency_ms.process_medians if r.latency_ms else []
+        ax.scatter(meds, [y] * len(meds), s=18, color="C3", zorder=3, label="process median" if y == 1 else None)
+    ax.set_yticks(range(1, len(rs) + 1), [_t(r.label + _where(r, rs)) for r in rs], fontsize=8)
+    ax.invert_yaxis()
+    wide = _log_if_wide(ax, [min(min(r.samples_ms) for r in rs), max(max(r.samples_ms) for r in rs)])
+    ax.set_xlabel("latency per call (ms)" + (", log scale" if wide else ""))
+    ax.grid(axis="x", alpha=0.3)
+    if any(r.latency_ms and r.latency_ms.process_medians for r in rs):
+        ax.legend(fontsize=8, loc="lower right")
+    alt = "Box plots of every timed run's latency per row, with each fresh process's median as a dot"
+    cap = (
+        "Latency of every timed run (all processes pooled): box = quartiles, whiskers 1.5 IQR, faint points "
+        "beyond; red dots: the median of each fresh process, whose spread is what the intervals are built from."
+    )
+    return fig, alt, cap
+
+
+def _ratios(rows: list[ResultRow]) -> Plot | str:
+    """Each speed-up (vs fp32, vs the dense model) as a point with its 95% interval, against 1.0."""
+    items: list[tuple[str, Comparison]] = []
+    for r in rows:
+        for what, vs in (("fp32", r.vs_fp32), ("dense fp32", r.vs_dense)):
+            if vs is not None:
+                said = ("" if vs.significant else " (n.s.)") + ("" if vs.ci95 else " (no interval)")
+                items.append((f"{r.label}{_where(r, rows)} vs {what}{said}", vs))
+    if not items:
+        return "no row has a comparison (vs_fp32 or vs_dense)"
+    fig = _figure(1.2 + 0.4 * len(items))
+    ax = fig.axes[0]
+    for y, (_, vs) in enumerate(items):
+        color = "C0" if vs.significant else "C7"
+        if vs.ci95:
+            err = [[vs.ratio - vs.ci95[0]], [vs.ci95[1] - vs.ratio]]
+            ax.errorbar(vs.ratio, y, xerr=err, fmt="o", color=color, capsize=3)
+        else:
+            ax.plot(vs.ratio, y, "D", color=color, mfc="none")
+    ax.axvline(1.0, color="k", lw=1, ls="--")
+    ax.set_yticks(range(len(items)), [_t(label) for label, _ in items], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed-up: baseline median / this median (> 1: faster)")
+    ax.grid(axis="x", alpha=0.3)
+    alt = "Speed-up of each compared row over its baseline, as points with 95% interval bars and a line at 1"
+    cap = (
+        "Speed-ups with their 95% intervals (paired across processes); dashed line: no change. Grey: not "
+        "significant (the interval includes 1). Hollow diamonds: no interval recorded."
+    )
+    return fig, alt, cap
+
+
+def _img(plot: Plot | str, title: str) -> str:
+    if isinstance(plot, str):
+        return f'<p class="missing"><b>{html.escape(title)}</b>: not drawn, {html.escape(plot)}.</p>'
+    fig, alt, cap = plot
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode()
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+        f"<figcaption><b>{html.escape(title)}.</b> {html.escape(cap)}</figcaption></figure>"
+    )
+
+
+def _machine(results: dict[str, Any], rows: list[ResultRow]) -> str:
+    env = results.get("environment") or {}
+    cpu = env.get("cpu") or {}
+    threads = sorted({str(r.threads or "auto") for r in rows})
+    packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
+    return (
+        f"{cpu.get('model', '?')} ({cpu.get('arch', '?')}), {cpu.get('logical_cores', '?')} logical cores; "
+        f"flags: {' '.join(cpu.get('flags') or []) or 'none of note'}; threads: {', '.join(threads) or '?'}. "
+        f"{env.get('os', '?')}, Python {env.get('python', '?')}; {packages}. Measured {env.get('timestamp', '?')}"
+        + (f", {results['wall_seconds']:.0f} s in all." if results.get("wall_seconds") else ".")
+    )
+
+
+def render_html(results: dict[str, Any]) -> str:
+    """The page for one ``results.json`` document (any schema version from 2). Raises InputError for a row
+    that is not a result row, UnavailableError without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UnavailableError("edgepipe report draws its plots with matplotlib: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    rows = _rows(results)
+    task = results.get("task") or {}
+    task_cls: type[Task] | None
+    try:
+        task_cls = task_class(task.get("kind", ""))
+    except Exception:  # an unknown kind (a newer edgepipe's file): the table keeps its common columns
+        task_cls = None
+    metric = (task.get("metrics") or [None])[0]
+    cols: list[tuple[str, Callable[[ResultRow], str]]] = columns(rows, task_cls)
+    recipe = (results.get("recipe") or {}).get("name") or "?"
+    run_id = results.get("run_id") or f"no run id (schema {results.get('schema_version', '?')})"
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h, _ in cols)
+    body = "".join(
+        f'<tr class="{e(r.status)}"'
+        + (f' title="{e(r.error)}">' if r.error else ">")
+        + "".join(f"<td>{e(str(cell(r)))}</td>" for _, cell in cols)
+        + "</tr>"
+        for r in rows
+    )
+    no_metric, m = "the task names no metric", metric["name"] if metric else "metric"
+    plots = [
+        (_metric_plot(rows, metric, pareto=True) if metric else no_metric, f"{m.capitalize()} vs latency"),
+        (_metric_plot(rows, metric, pareto=False) if metric else no_metric, f"File size vs {m}"),
+        (_distributions(rows), "Latency distributions"),
+        (_ratios(rows), "Speed-ups"),
+    ]
+    notes = "".join(f"<li>{e(str(n))}</li>" for n in results.get("notes") or [])
+    return "\n".join(
+        [
+            "<!doctype html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+            f"<title>edgepipe report: {e(recipe)} ({e(run_id)})</title>",
+            f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>",
+            f"<h1>edgepipe report: {e(recipe)}</h1>",
+            f"<p>Run <code>{e(run_id)}</code>; task {e(task.get('kind', '?'))} ({e(task.get('name') or '?')}).</p>",
+            f'<p class="machine">{e(_machine(results, rows))}</p>',
+            f"<h2>Results</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+            "<h2>Plots</h2>",
+            *(_img(p, title) for p, title in plots),
+            *([f"<h2>Notes</h2><ul>{notes}</ul>"] if notes else []),
+            f"<h2>How to read this</h2><p>{_HOW_TO_READ}</p>",
+            "</body></html>",
+            "",
+        ]
+    )
+
+
+def write_report(run: Path, out: Path | None = None) -> Path:
+    """Render ``run``'s results.json (``run`` is a run folder or the file itself) to ``out`` (default:
+    ``report.html`` beside results.json), atomically; return the path written."""
+    path = run if run.is_file() or run.suffix == ".json" else run / "results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (is {run} a run folder?)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot be read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("results"), list):
+        raise InputError(f"{path}: not a results document (no 'results' list)")
+    try:
+        page = render_html(results)
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
+    target = out or path.parent / "report.html"
+    atomic_write_text(target, page)
+    return target
