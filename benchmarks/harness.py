@@ -9,9 +9,6 @@ runtime and device, so that peak memory and cold start are per model and thread 
 
 from __future__ import annotations
 
-import gc
-import resource
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from edgepipe.benchmarks.generation import GenerationPoint, generation_stats, pr
 from edgepipe.benchmarks.inputs import InputChoice, described, save_outputs, synthetic_feeds
 from edgepipe.benchmarks.model_file import describe_file, known_inputs, manifest_of
 from edgepipe.benchmarks.stats import latency_stats
+from edgepipe.benchmarks.timing import peak_rss_mb, process_threads, time_runs
 from edgepipe.errors import InputError, first_line
 from edgepipe.formats import detect_format
 from edgepipe.results import ArtifactRef, GenerationStats, LatencyStats, ResultRow
@@ -88,70 +86,6 @@ def _as_input(spec: TensorSpec, data: np.ndarray) -> np.ndarray:
     if dtype is not None and data.dtype != dtype and data.dtype.kind in "iu" and dtype.kind in "iu":
         data = data.astype(dtype)
     return np.require(data, requirements="C")  # not ascontiguousarray: it makes a scalar input 1-D
-
-
-@dataclass
-class Timing:
-    """One process's timed loop: per-call latencies (ms), the warm-up calls discarded before them, and the
-    loop's wall time (for throughput: items per second actually served, not 1 / median)."""
-
-    samples: list[float]
-    warmup_runs: int
-    wall_s: float
-
-
-# Automatic warm-up: calls in chunks of WARMUP_CHUNK until a chunk's median is within WARMUP_SETTLED of
-# the one before (caches filled, thread pools spun up, the runtime's own lazy work done), at most
-# WARMUP_MAX_S seconds.
-WARMUP_CHUNK, WARMUP_SETTLED, WARMUP_MAX_S = 10, 0.03, 3.0
-
-
-def warm_up(session: Session, feeds: list[Feeds], warmup: int | str) -> int:
-    """Untimed calls before timing: ``warmup`` of them, or with "auto" until the running median settles.
-    Returns how many were made."""
-    if warmup != "auto":
-        for i in range(int(warmup)):
-            session.run_timed(feeds[i % len(feeds)])
-        return int(warmup)
-    made, previous = 0, None
-    deadline = time.perf_counter() + WARMUP_MAX_S
-    while True:
-        chunk = []
-        for _ in range(WARMUP_CHUNK):
-            t0 = time.perf_counter_ns()
-            session.run_timed(feeds[made % len(feeds)])
-            chunk.append(time.perf_counter_ns() - t0)
-            made += 1
-        median = float(np.median(chunk))
-        if previous is not None and abs(median - previous) <= WARMUP_SETTLED * previous:
-            return made
-        if time.perf_counter() > deadline:
-            return made
-        previous = median
-
-
-def time_runs(session: Session, feeds: list[Feeds], warmup: int | str, runs: int, max_seconds: float) -> Timing:
-    """Per-call latencies in ms after the warm-up; stops after ``max_seconds`` of timing. Only the
-    runtime's call is timed (``run_timed``: no output copies), with garbage collection off: a collection
-    inside one call is not the model's latency."""
-    warmed = warm_up(session, feeds, warmup)
-    samples: list[float] = []
-    deadline = time.perf_counter() + max_seconds
-    gc_was_on = gc.isenabled()
-    gc.disable()
-    start = time.perf_counter()
-    try:
-        for i in range(runs):
-            t0 = time.perf_counter_ns()
-            session.run_timed(feeds[i % len(feeds)])
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
-            if time.perf_counter() > deadline and len(samples) >= 5:
-                break
-    finally:
-        wall = time.perf_counter() - start
-        if gc_was_on:
-            gc.enable()
-    return Timing(samples, warmed, wall)
 
 
 def run_batches(session: Session, data: EvalSet) -> tuple[list[np.ndarray], EvalSet]:
@@ -287,8 +221,8 @@ def benchmark(
                 if choice.outputs_dir is not None:
                     save_outputs(choice.outputs_dir, session.outputs, outputs)
             timing = time_runs(session, feeds, warmup, runs, max_seconds) if runs else None
-            peak_rss_mb = _peak_rss_mb()  # before evaluation, which runs larger batches
-            session.info["process_threads"] = _process_threads()  # the runtime's pools are up by now
+            peak = peak_rss_mb()  # before evaluation, which runs larger batches
+            session.info["process_threads"] = process_threads()  # the runtime's pools are up by now
             if evaluation is not None and not rows:
                 scored = evaluation if isinstance(evaluation, Evaluation) else evaluation(session)
                 task = scored.task.kind
@@ -319,7 +253,7 @@ def benchmark(
                     latency_ms=stats,
                     samples_ms=timing.samples if timing else [],
                     throughput_per_s=batch * len(timing.samples) / timing.wall_s if timing else None,
-                    peak_rss_mb=peak_rss_mb,
+                    peak_rss_mb=peak,
                     metrics=quality[0],
                     parity=quality[1],
                     breakdown=quality[2],
@@ -435,30 +369,3 @@ def benchmark_model(
         timing = {"warmup": warmup, "runs": runs, "max_seconds": max_seconds, "seed": seed, "options": options}
         [rows] = time_in_processes([(rows, choice)], timing, repeat, generation)
     return rows[0]
-
-
-def _process_threads() -> int | None:
-    """OS threads of this process (Linux): the runtime's pools as they really are, not as asked."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process (interpreter and runtime included).
-
-    Linux: VmHWM, the high-water mark of this program image. Not ru_maxrss: Linux keeps that across
-    fork + exec, so a worker started by a 800 MB parent would report the parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20

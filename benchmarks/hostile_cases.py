@@ -23,7 +23,7 @@ BAD_INPUT, UNAVAILABLE = 2, 3
 FORMATS = ("onnx", "ir", "tflite", "gguf")
 DAMAGES = ("truncated", "flipped-middle", "flipped-header", "empty", "wrong-magic")
 VERBS = ("bench", "inspect")
-BENCH_ARGS = ("--runs", "3", "--warmup", "0", "--processes", "1")  # the errors, not the timings
+BENCH_ARGS = ("--runs", "3", "--warmup", "0", "--processes", "1", "--max-processes", "1")  # the errors, not the timings
 ABSURD = 1 << 40
 
 

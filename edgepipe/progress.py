@@ -50,10 +50,13 @@ class Console:
         if self._bars is None:
             return
         if step not in self._tasks:
+            from rich.markup import escape
+
             if not self._tasks:
                 self._bars.start()
-            self._tasks[step] = self._bars.add_task(step, total=total)
+            self._tasks[step] = self._bars.add_task(escape(step), total=total)  # "[train]" is no markup tag
         self._bars.update(self._tasks[step], completed=done, total=total)
+        self._bars.refresh()
         if done >= total:
             self._bars.remove_task(self._tasks.pop(step))
             if not self._tasks:

@@ -17,7 +17,8 @@ os.environ["EDGEPIPE_DB"] = str(Path(tempfile.mkdtemp(prefix="edgepipe-test-stor
 def one_process(argv: list[str]) -> list[str]:
     """``edgepipe bench`` timed in one fresh process unless the test asks for more: the tests check what
     a benchmark says, not the machine's noise (tests/test_repeat.py and the pipeline test cover several)."""
-    return [*argv, "--processes", "1"] if argv[:1] == ["bench"] and "--processes" not in argv else argv
+    one = ["--processes", "1", "--max-processes", "1"]
+    return [*argv, *one] if argv[:1] == ["bench"] and "--processes" not in argv else argv
 
 
 TINY_RECIPE = {
@@ -36,7 +37,7 @@ TINY_RECIPE = {
         {"format": "onnx", "quantize": [{"method": "static"}]},
         {"format": "openvino", "quantize": [{"method": "static"}]},
     ],
-    "benchmark": {"threads": 1, "warmup": 2, "runs": 20, "max_seconds": 5, "processes": 1},
+    "benchmark": {"threads": 1, "warmup": 2, "runs": 20, "max_seconds": 5, "processes": 1, "max_processes": 1},
 }
 
 

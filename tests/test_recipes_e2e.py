@@ -31,7 +31,7 @@ def test_minilm_from_its_folder_agrees_with_torch_on_every_runtime_at_every_leng
         tmp_path,
         task={"sequence_lengths": [16, 32, 128], "eval_per_length": 8},
         targets=[{"format": "onnx"}, {"format": "openvino"}, {"format": "tflite"}],
-        benchmark={"warmup": 2, "runs": 10, "processes": 1, "batch_size": [1], "reference": False},
+        benchmark={"warmup": 2, "runs": 10, "processes": 1, "max_processes": 1, "batch_size": [1], "reference": False},
     )
     assert result.unchecked is None
     fp32 = {(n, rt) for n, rt, _ in rows if not n.endswith(":bf16")}
@@ -81,6 +81,7 @@ def test_minilm_int8_is_searched_until_it_meets_the_bar_and_a_collapse_is_caught
             "warmup": 1,
             "runs": 5,
             "processes": 1,
+            "max_processes": 1,
             "batch_size": [1],
             "sequence_lengths": [16],
             "reference": False,
@@ -117,6 +118,7 @@ def test_lm_tiny_exports_with_perplexity_kld_and_token_agreement(tmp_path):
             "warmup": 2,
             "runs": 10,
             "processes": 1,
+            "max_processes": 1,
             "generation": {"prompt_tokens": 16, "new_tokens": 8, "runs": 2},
         },
     )
@@ -147,7 +149,7 @@ def test_a_users_module_runs_through_the_chain(tmp_path):
         task={"image_size": 16},
         stages=[{"stage": "finetune", "epochs": 2, "batch_size": 64, "learning_rate": 0.01}],
         targets=[{"format": "onnx"}],
-        benchmark={"warmup": 2, "runs": 10, "processes": 1},
+        benchmark={"warmup": 2, "runs": 10, "processes": 1, "max_processes": 1},
     )
     torch_row = rows[("torch-finetune", "torch", None)]
     onnx_row = rows[("onnx-fp32", "onnxruntime", None)]
@@ -173,7 +175,7 @@ def test_vit_exports_and_every_variant_is_checked_against_torch_on_its_runtime(t
             {"format": "tflite", "quantize": [{"method": "static"}]},
         ],
         gates={"quantized_max_accuracy_drop": 0.05},
-        benchmark={"warmup": 1, "runs": 5, "processes": 1, "reference": False},
+        benchmark={"warmup": 1, "runs": 5, "processes": 1, "max_processes": 1, "reference": False},
     )
     assert result.unchecked is None
     names = {(n, rt) for n, rt, _ in rows}

@@ -158,7 +158,7 @@ def test_automatic_warm_up_waits_for_the_median_to_settle(monkeypatch):
     import math
     import time
 
-    from edgepipe.benchmarks import harness
+    from edgepipe.benchmarks import timing as harness
 
     clock = [0]  # a simulated clock: each call takes 1 ms plus a cold part that fades (caches, lazy setup)
     monkeypatch.setattr(harness.time, "perf_counter_ns", lambda: clock[0])
@@ -172,7 +172,7 @@ def test_automatic_warm_up_waits_for_the_median_to_settle(monkeypatch):
             clock[0] += int(1e6 * (1 + 2 * math.exp(-self.calls / 15)))
 
     session = Cooling()
-    made = harness.warm_up(session, [{}], "auto")  # type: ignore[arg-type]
+    made = harness.warm_up(session, [{}], "auto")
     # chunk medians of 10 calls differ by under 3% only once the cold part is below ~3% of a call
     assert 50 <= made <= 80 and made == session.calls
-    assert harness.warm_up(Cooling(), [{}], 7) == 7  # type: ignore[arg-type]
+    assert harness.warm_up(Cooling(), [{}], 7) == 7

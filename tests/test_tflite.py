@@ -219,7 +219,7 @@ def test_a_model_the_converter_cannot_take_is_a_row_and_the_run_goes_on(tmp_path
         "name": "u", "task": {"image_size": 8, "test_size": 100},
         "source": {"kind": "module", "file": "net.py", "class": "Net"},
         "targets": [{"format": "tflite"}, {"format": "openvino"}],
-        "benchmark": {"threads": 1, "warmup": 1, "runs": 10, "processes": 1, "reference": False},
+        "benchmark": {"threads": 1, "warmup": 1, "runs": 10, "processes": 1, "max_processes": 1, "reference": False},
     }))  # fmt: skip
     result = run_recipe(recipe, out_dir=tmp_path / "out")
     rows = {r.name: r for r in result.rows}
