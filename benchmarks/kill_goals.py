@@ -34,7 +34,7 @@ RECIPE = {
                "epochs": 3, "batch_size": 64, "learning_rate": 0.01},
     "targets": [{"format": "onnx", "quantize": [{"method": "static"}]},
                 {"format": "openvino", "quantize": [{"method": "static"}]}],
-    "benchmark": {"threads": 1, "warmup": 2, "runs": 20, "max_seconds": 5},
+    "benchmark": {"threads": 1, "warmup": 2, "runs": 20, "max_seconds": 5, "processes": 1, "max_processes": 1},
 }  # fmt: skip
 
 
