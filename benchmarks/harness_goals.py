@@ -74,10 +74,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default="recipes/quickstart.yaml")
     ap.add_argument("--runs", type=int, default=2, help="cached re-runs to compare (default: 2)")
+    ap.add_argument("--out", help="keep the run folder and store here (a second call reuses its artifacts)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgepipe-harness-") as tmp:
-        found = measure(args.recipe, max(2, args.runs), Path(tmp))
+        found = measure(args.recipe, max(2, args.runs), Path(args.out or tmp))
     if args.json:
         print(json.dumps(found, indent=2))
         return 0

@@ -13,7 +13,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats as _scipy_stats
 
 
 def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
@@ -49,7 +48,9 @@ def median_ci95(samples: np.ndarray) -> tuple[float, float] | None:
 
 
 def _t(confidence: float, df: float) -> float:
-    return float(_scipy_stats.t.ppf(0.5 + confidence / 2, df))
+    from scipy import stats  # here, not at the top: it takes a second to import, in every benchmark process
+
+    return float(stats.t.ppf(0.5 + confidence / 2, df))
 
 
 def log_interval(values: list[float] | np.ndarray, confidence: float = 0.95) -> tuple[float, float, float] | None:
