@@ -97,7 +97,7 @@ def main() -> int:
         print(f"  latency ratio  {lat:.3f} ({c['median_ms']:.3f} vs {c['fp32_median_ms']:.3f} ms): INT8 {speed}{sig}")
     print(f"quickstart wall time, cold: {m['cold_wall_s']:.1f} s   goal <= 300 s -> {_verdict(m['cold_wall_s'], 300)}")
     print(
-        f"quickstart wall time, cached: {m['cached_wall_s']:.1f} s   goal <= 15 s -> {_verdict(m['cached_wall_s'], 15)}"
+        f"quickstart wall time, cached: {m['cached_wall_s']:.1f} s   goal <= 30 s -> {_verdict(m['cached_wall_s'], 30)}"
     )
     return 0
 
