@@ -156,7 +156,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     worse = [p for p in report["pairs"] if p.get("quality")]
     if slower or worse:
         first = (slower or worse)[0]
-        what = f"x{first['ratio']:.2f} slower" if first in slower and first.get("ratio") else "quality dropped"
+        what = {"regression": f"x{first.get('ratio') or 0:.2f} slower", "broken": "no longer measured"}.get(
+            first["verdict"] if first in slower else "", f"{', '.join(first.get('quality') or [])} worse"
+        )
         raise RegressionError(
             f"{len(slower)} latency and {len(worse)} quality regression(s) beyond the measured noise, "
             f"first: {first['label']} {what}"

@@ -174,6 +174,14 @@ def test_the_run_is_recorded_compared_and_reported(run_dir, tmp_path, capsys):
     assert main(["compare", str(steady), str(slower)]) == 5
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "1 latency and 0 quality regression(s)" in err[0] and "onnx-fp32" in err[0]
+    # the same latency, 5 points less accuracy: a quality regression, exit 5 as well
+    data["results"][1]["latency_ms"]["process_medians"] = [1.0, 1.02]
+    data["results"][1]["metrics"]["accuracy"] -= 0.05
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps(data))
+    assert main(["compare", str(steady), str(worse)]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "0 latency and 1 quality regression(s)" in err[0] and "accuracy worse" in err[0]
     # the HTML report of the run: four plots in one file
     assert main(["report", str(folder / "out")]) == 0
     page = (folder / "out" / "report.html").read_text()
