@@ -223,6 +223,7 @@ def benchmark(
             timing = time_runs(session, feeds, warmup, runs, max_seconds) if runs else None
             peak = peak_rss_mb()  # before evaluation, which runs larger batches
             session.info["process_threads"] = process_threads()  # the runtime's pools are up by now
+            session.info.setdefault("timer", "the Python call")  # else the runtime's own clock, by name
             if evaluation is not None and not rows:
                 scored = evaluation if isinstance(evaluation, Evaluation) else evaluation(session)
                 task = scored.task.kind

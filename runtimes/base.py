@@ -46,10 +46,13 @@ class Session(LoadedModel):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run once; ``feeds`` maps input names to arrays; returns outputs in ``self.outputs`` order."""
 
-    def run_timed(self, feeds: dict[str, np.ndarray]) -> None:
+    def run_timed(self, feeds: dict[str, np.ndarray]) -> float | None:
         """One call as the timing loop makes it: a runtime that can leave its outputs in its own buffers
-        does (no copy the runtime itself does not need); by default, ``run``."""
+        does (no copy the runtime itself does not need); by default, ``run``. Returns the call's latency in
+        ms where the runtime measures it itself (then the harness takes that, not the Python call around
+        it), else None."""
         self.run(feeds)
+        return None
 
     def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
         """Raise InputError for a missing input or a shape/dtype that cannot match the spec."""

@@ -107,15 +107,16 @@ class LiteRTSession(Session):
         self._it.invoke()
         return [self._it.get_tensor(i) for i in self._out_index]
 
-    def run_timed(self, feeds: dict[str, np.ndarray]) -> None:
+    def run_timed(self, feeds: dict[str, np.ndarray]) -> float | None:
         # The inputs are copied in once per feeds, then only invoke() runs, as in LiteRT's own benchmark
         # tool: no input copy and no output copy (get_tensor) inside the timed call.
         if self._runners:
             self.run(feeds)
-            return
+            return None
         if feeds is not self._bound:
             self._bind(feeds)
         self._it.invoke()
+        return None
 
     def _bind(self, feeds: dict[str, np.ndarray]) -> None:
         arrays = [feeds[s.name] for s in self.inputs]
