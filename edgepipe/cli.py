@@ -65,7 +65,12 @@ def _path(text: str) -> Any:
 
 
 def _warmup(text: str) -> int | str:
-    return "auto" if text == "auto" else _non_negative_int(text)
+    if text == "auto":
+        return text
+    try:
+        return int(_non_negative_int(text))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a count of calls (0 or more) or auto, got '{text}'") from None
 
 
 _positive_seconds = _number(float, 1e-3, 86400.0, "seconds between 0.001 and 86400")

@@ -85,12 +85,12 @@ class BenchmarkConfig(Section):
 
     _lists = field_validator("threads", "batch_size", "sequence_lengths", mode="before")(_as_list)
 
-    @field_validator("warmup")
+    @field_validator("warmup", mode="before")
     @classmethod
-    def _warmup(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and v < 0:
-            raise ValueError(f"must be >= 0 or auto, got {v}")
-        return v
+    def _warmup(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return v
+        raise ValueError(f"must be a count of calls (0 or more) or auto, got {v!r}")
 
     @model_validator(mode="after")
     def _process_range(self) -> BenchmarkConfig:

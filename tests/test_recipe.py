@@ -79,6 +79,13 @@ def test_defaults_fill_a_minimal_recipe():
         ),
         ({"benchmark": {"threads": [1, 0]}}, "benchmark.threads: thread counts go from 1 to 256, got 0"),
         ({"benchmark": {"sequence_lengths": [16]}}, "benchmark.sequence_lengths: the classification task has no"),
+        ({"benchmark": {"processes": 5, "max_processes": 2}}, "benchmark.max_processes: 2 is fewer than processes (5)"),
+        (
+            {"benchmark": {"warmup": "soon"}},
+            "benchmark.warmup: must be a count of calls (0 or more) or auto, got 'soon'",
+        ),
+        ({"benchmark": {"warmup": -1}}, "benchmark.warmup: must be a count of calls (0 or more) or auto, got -1"),
+        ({"benchmark": {"target_half_width": 0}}, "benchmark.target_half_width: Input should be greater than 0"),
     ],
 )
 def test_each_section_is_checked_by_the_kind_it_names(data, message):
