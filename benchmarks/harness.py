@@ -345,7 +345,7 @@ def benchmark_model(
     >>> row = benchmark_model("model.onnx", threads=2, runs=200)      # doctest: +SKIP
     >>> row.latency_ms.median, row.latency_ms.ci95                      # doctest: +SKIP
     """
-    from edgepipe.benchmarks.repeat import Repeat, time_in_processes
+    from edgepipe.benchmarks.repeat import Checked, Repeat, time_in_processes
 
     repeat = repeat or Repeat()
     point = Point(threads, batch_size, sequence_length)
@@ -367,6 +367,6 @@ def benchmark_model(
         inputs=choice,
     )
     if not in_here:
-        timing = {"warmup": warmup, "runs": runs, "max_seconds": max_seconds, "seed": seed, "options": options}
-        [rows] = time_in_processes([(rows, choice)], timing, repeat, generation)
+        timing = {"warmup": warmup, "runs": runs, "max_seconds": max_seconds, "seed": seed}
+        [rows] = time_in_processes([Checked(rows, choice, options)], timing, repeat, generation)
     return rows[0]

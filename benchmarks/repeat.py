@@ -81,8 +81,8 @@ def measure(
     measured = [[[r] for r in rows] for rows in first]
     active = [j for j, rows in enumerate(first) if rows and all(r.status == "ok" and r.latency_ms for r in rows)]
     rounds, last_round = 1, time.perf_counter() - started
+    width, _ = widest([measured[j] for j in active])
     while active and rounds < repeat.max_processes:
-        width, whose = widest([measured[j] for j in active])
         # A round is not started that the last one's duration says would end past the budget.
         over = time.perf_counter() - started + last_round > repeat.time_budget_s
         if rounds >= repeat.processes and (width <= repeat.target_half_width or over):
@@ -147,8 +147,18 @@ def _said(job: dict[str, Any], rows: list[ResultRow]) -> str:
     return f"[bench] {name} on {job['runtime']}/{job['device']}: {'; '.join(parts)}"
 
 
+@dataclass
+class Checked:
+    """One file on one runtime, checked and scored in this process (``harness.benchmark`` with ``runs=0``):
+    its rows (one per point), the inputs each point was fed, and the runtime's options."""
+
+    rows: list[ResultRow]
+    inputs: InputChoice
+    options: dict[str, Any] | None = None
+
+
 def time_in_processes(
-    checked: list[tuple[list[ResultRow], InputChoice]],
+    checked: list[Checked],
     timing: dict[str, Any],
     repeat: Repeat,
     generation: GenerationPoint | None = None,
@@ -156,22 +166,21 @@ def time_in_processes(
     log: Log = silent,
     progress: Progress = no_progress,
 ) -> list[list[ResultRow]]:
-    """Time files already checked and scored in this process (``harness.benchmark`` with ``runs=0``, one
-    entry per file and runtime, with the inputs each point was fed) in fresh processes, in turn, on the very
-    same inputs. ``timing``: warmup, runs, max_seconds, seed, options. Returns the checked rows with the
-    timings (and peak memory, cold start, generation speed) of the fresh processes."""
+    """Time files already checked and scored in this process in fresh processes, in turn, on the very same
+    inputs and with the same runtime options. ``timing``: warmup, runs, max_seconds, seed. Returns the
+    checked rows with the timings (and peak memory, cold start, generation speed) of the fresh processes."""
     from edgepipe.benchmarks.worker import run_in_subprocess
     from edgepipe.tasks import EvalSet
 
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
         jobs = []
-        for j, (rows, choice) in enumerate(checked):
+        for j, entry in enumerate(checked):
             points = []
-            for i, (row, feeds) in enumerate(zip(rows, choice.point_feeds, strict=True)):
+            for i, (row, feeds) in enumerate(zip(entry.rows, entry.inputs.point_feeds, strict=True)):
                 saved = EvalSet(feeds, [None] * len(feeds)).save(Path(tmp) / f"feeds-{j}-{i}.npz")
                 point = {"threads": row.threads, "batch_size": row.batch_size, "sequence_length": row.sequence_length}
                 points.append({**point, "feeds": str(saved)})
-            first = rows[0]
+            first = entry.rows[0]
             jobs.append(
                 {
                     "path": first.artifact.path,
@@ -179,6 +188,7 @@ def time_in_processes(
                     "device": first.device,
                     "points": points,
                     **timing,
+                    "options": entry.options,
                     "eval": None,
                     "generation": asdict(generation) if generation else None,
                     "artifact": first.artifact.model_dump(),
@@ -186,8 +196,8 @@ def time_in_processes(
             )
         measured = measure(jobs, repeat, lambda job: run_in_subprocess(job, timeout_s), log, progress)
     return [
-        [_with_timing(c, t) for c, t in zip(rows, got, strict=True)]
-        for (rows, _), got in zip(checked, measured, strict=True)
+        [_with_timing(c, t) for c, t in zip(entry.rows, got, strict=True)]
+        for entry, got in zip(checked, measured, strict=True)
     ]
 
 

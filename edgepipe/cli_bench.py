@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from edgepipe.errors import InputError
@@ -65,10 +66,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from edgepipe.benchmarks.generation import GenerationPoint, read_text
     from edgepipe.benchmarks.harness import Point, benchmark_file
     from edgepipe.benchmarks.inputs import InputChoice, load_inputs, parse_shapes
-    from edgepipe.benchmarks.repeat import Repeat, time_in_processes
+    from edgepipe.benchmarks.repeat import Checked, Repeat, time_in_processes
     from edgepipe.benchmarks.report import render_table
     from edgepipe.environment import describe_environment
-    from edgepipe.progress import stderr_log
+    from edgepipe.progress import Console
 
     runtimes = _bench_runtimes(args)
     options = _bench_options(args, runtimes)
@@ -76,12 +77,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     text = None if args.text is None else read_text(args.text)
     points = [Point(t, b, args.seq_len) for t, b in itertools.product(args.threads or [None], args.batch_size)]
     in_here = args.processes == 0
-    checked: list[tuple[list[Any], InputChoice]] = []
+    checked: list[Checked] = []
     for runtime in runtimes:
         out = Path(args.save_outputs) / runtime if args.save_outputs and len(runtimes) > 1 else args.save_outputs
         choice = InputChoice(shapes=shapes, given=given, outputs_dir=Path(out) if out else None)
-        if checked and checked[0][1].feeds is not None:  # identical inputs: the arrays the first runtime was fed
-            fed = checked[0][1].feeds.items()
+        if checked and checked[0].inputs.feeds is not None:  # identical inputs: what the first runtime was fed
+            fed = checked[0].inputs.feeds.items()
             choice = InputChoice(
                 given={n: (a, f"the {runtimes[0]} run's input") for n, a in fed}, outputs_dir=choice.outputs_dir
             )
@@ -98,20 +99,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
             generation=GenerationPoint() if in_here else None,
             inputs=choice,
         )
-        checked.append((rows, choice))
+        checked.append(Checked(rows, choice, options.get(runtime)))
     if not in_here:
         repeat = Repeat(args.processes, max(args.processes, args.max_processes), args.target, args.time_budget)
         timing = {"warmup": args.warmup, "runs": args.runs, "max_seconds": args.max_seconds, "seed": 0}
-        reporter = stderr_log()
+        # On stderr, and only on a terminal: a script reading stderr sees nothing but an error line.
+        reporter = Console(sys.stderr, lines=sys.stderr.isatty())
         try:
             timed = time_in_processes(
                 checked, timing, repeat, GenerationPoint(), log=reporter.log, progress=reporter.progress
             )
         finally:
             reporter.close()
-        checked = [(rows, c) for rows, (_, c) in zip(timed, checked, strict=True)]
-    _parity([rows[0] for rows, _ in checked], [c.outputs for _, c in checked])
-    rows = [row for rows, _ in checked for row in rows]
+        for entry, rows in zip(checked, timed, strict=True):
+            entry.rows = rows
+    _parity([c.rows[0] for c in checked], [c.inputs.outputs for c in checked])
+    rows = [row for c in checked for row in c.rows]
     environment = describe_environment()
     if args.json:
         dicts = [{**row.to_dict(), "environment": environment} for row in rows]

@@ -18,11 +18,12 @@ def no_progress(step: str, done: int, total: int) -> None:
 
 
 class Console:
-    """The CLI's reporter: ``log`` writes a line to ``stream``; ``progress`` draws a bar per step on a
-    terminal (removed when the step is done)."""
+    """The CLI's reporter: ``log`` writes a line to ``stream`` (unless ``lines`` is False); ``progress``
+    draws a bar per step on a terminal (removed when the step is done)."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, lines: bool = True):
         self.stream = stream or sys.stdout
+        self.lines = lines
         self._bars: Any = None
         self._tasks: dict[str, Any] = {}
         if self.stream.isatty():
@@ -41,6 +42,8 @@ class Console:
             )
 
     def log(self, line: str) -> None:
+        if not self.lines:
+            return
         if self._bars is not None and self._tasks:
             self._bars.console.print(line, markup=False, highlight=False)
         else:
@@ -66,11 +69,3 @@ class Console:
         if self._bars is not None and self._tasks:
             self._bars.stop()
             self._tasks.clear()
-
-
-def stderr_log() -> Console:
-    """A reporter on stderr that writes only on a terminal: a script reading stderr sees only errors."""
-    console = Console(sys.stderr)
-    if not sys.stderr.isatty():
-        console.log = lambda line: None  # type: ignore[method-assign]
-    return console

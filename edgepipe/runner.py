@@ -177,7 +177,7 @@ def run_id(name: str, timestamp: str) -> str:
     return f"{stamp}-{name}-{secrets.token_hex(3)}"
 
 
-def _record(results: dict[str, Any], rows: list[ResultRow], out: Path, db: Path | None) -> str:
+def _record(document: dict[str, Any], out: Path, db: Path | None) -> str:
     """Put the run in the results store; a store that cannot be written is said, not fatal (results.json
     stands on its own)."""
     from edgepipe.errors import EdgepipeError
@@ -185,10 +185,10 @@ def _record(results: dict[str, Any], rows: list[ResultRow], out: Path, db: Path 
 
     where = db or default_db_path()
     try:
-        record({**results, "results": [r.to_dict() for r in rows]}, out, where)
+        record(document, out, where)
     except EdgepipeError as e:
         return f"results store: not recorded: {e}"
-    return f"recorded as {results['run_id']} in {where} (edgepipe history, edgepipe compare)"
+    return f"recorded as {document['run_id']} in {where} (edgepipe history, edgepipe compare)"
 
 
 def run_recipe(
@@ -314,7 +314,8 @@ def run_recipe(
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     paths = write_results(results, rows, type(task), out)
-    stored = _record(results, rows, out, db)
+    document = {**results, "results": [r.to_dict() for r in rows]}
+    stored = _record(document, out, db)
     log("")
     log(render_table(rows, type(task)))
     log("")
@@ -322,4 +323,4 @@ def run_recipe(
         log(f"- {n}")
     log(f"\nwrote {paths['json']}, {paths['md'].name}, {paths['csv'].name} in {results['wall_seconds']:.1f} s")
     log(stored)
-    return RunResult({**results, "results": [r.to_dict() for r in rows]}, rows, out, paths, report.failures, unchecked)
+    return RunResult(document, rows, out, paths, report.failures, unchecked)

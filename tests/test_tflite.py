@@ -276,3 +276,17 @@ def test_a_file_of_fixed_batch_is_measured_once_per_point_at_its_own_batch(varia
 
     rows = benchmark(variants["fp32"].model_file, "litert", points=[Point(1, 1), Point(1, 8)], warmup=1, runs=5)
     assert [(r.batch_size, r.status) for r in rows] == [(1, "ok")]
+
+
+def test_bench_times_with_the_runtime_options_it_was_given(exported, capsys):
+    """``--no-xnnpack`` reaches the fresh processes that time the file, not only the check in this one."""
+    import json
+
+    from edgepipe.cli import main
+
+    path = exported[("tflite", "fp32")].model_file
+    capsys.readouterr()
+    argv = ["bench", str(path), "--no-xnnpack", "--runs", "5", "--processes", "2", "--max-processes", "2", "--json"]
+    assert main(argv) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["latency_ms"]["processes"] == 2 and row["session"]["xnnpack"] is False
