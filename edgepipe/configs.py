@@ -66,6 +66,29 @@ class StageConfig(Section):
         return {}
 
 
+class CalibrationSweep(Section):
+    """Quality against calibration size and method, each point over several seeds (``compress.calibration_sweep``):
+    every point is a full quantization with that many samples drawn at random with that seed."""
+
+    samples: list[int] = Field(
+        [8, 32, 128, 512], min_length=1, description="calibration sizes; larger than the split: skipped"
+    )
+    methods: list[str] | None = Field(None, min_length=1, description="default: every method the tool has")
+    seeds: int = Field(3, ge=1, le=20, description="random subsets per size and method")
+    tolerance: float | None = Field(
+        None,
+        gt=0,
+        description="stable: seeds' spread and gap to the largest size within this (drop unit)",
+    )
+
+    @field_validator("samples")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(n < 1 for n in v):
+            raise ValueError("must be positive sample counts")
+        return sorted(set(v))
+
+
 class QuantizeConfig(Section):
     """Base of every post-training quantizer's config. Subclasses name the tool's own options, and the
     alternatives to try when this configuration misses the task's quality gates (``edgepipe.search``)."""
@@ -74,6 +97,18 @@ class QuantizeConfig(Section):
     search: bool = Field(
         True, description="when the result misses the task's gates, try the tool's other options (edgepipe.search)"
     )
+    max_quality_drop: float | None = Field(
+        None,
+        ge=0,
+        description="a quality budget in the task's drop unit (accuracy points, cosine, relative perplexity): "
+        "the fastest measured configuration within it on the tuning data ships",
+    )
+    # The calibration methods a sweep can try with this tool (empty: it takes no calibration sweep).
+    sweep_methods: ClassVar[tuple[str, ...]] = ()
+
+    def sweep_point(self, method: str, samples: int, seed: int) -> QuantizeConfig:
+        """This configuration calibrated with ``method`` on ``samples`` examples drawn with ``seed``."""
+        raise NotImplementedError(f"{type(self).__name__} takes no calibration sweep")
 
     def alternatives(self, parent: Any, ctx: Any) -> Iterator[QuantizeConfig]:
         """Other configurations of the same tool to try, in order, when this one misses the bar: each a
@@ -90,11 +125,16 @@ class QuantizeConfig(Section):
         """What the variant's artifacts are called: "int8", "int4", "fp16", "q4_k_m", ..."""
         return "int8"
 
+    @property
+    def sweep(self) -> CalibrationSweep | None:
+        return getattr(self, "calibration_sweep", None)
+
     def variant_name(self, fmt: str) -> str:
         """Readable and distinct per entry, e.g. ``onnx-int8-static`` or ``openvino-int8-static-mixed``."""
         method = [] if self.method == self.precision else [self.method]  # "tflite-fp16", not "tflite-fp16-fp16"
         as_is = [] if self.search else ["as-is"]  # the tool's result unchecked, beside a searched one
-        return "-".join([fmt, self.precision, *method, *self.name_parts(), *as_is])
+        budget = [] if self.max_quality_drop is None else [f"within-{self.max_quality_drop:g}"]
+        return "-".join([fmt, self.precision, *method, *self.name_parts(), *budget, *as_is])
 
     def name_parts(self) -> list[str]:
         """Short words for each option that differs from its default."""

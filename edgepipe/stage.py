@@ -160,9 +160,21 @@ class StageContext:
         """``n`` calibration examples for ``artifact``: example inputs for tracing exporters."""
         return self.task.example_feeds(self.preprocessor(artifact), n)
 
-    def calibration_feeds(self, artifact: Artifact, batch_size: int = 1, limit: int | None = None) -> list[Feeds]:
-        """The calibration split (its first ``limit`` examples) as feeds for ``artifact``."""
-        return self.task.calibration_feeds(self.preprocessor(artifact), batch_size, limit)
+    def calibration_feeds(
+        self, artifact: Artifact, batch_size: int = 1, limit: int | None = None, seed: int | None = None
+    ) -> list[Feeds]:
+        """The calibration split as feeds for ``artifact``: its first ``limit`` examples, or with ``seed``,
+        ``limit`` examples drawn at random with that seed (a calibration sweep's point, reproducible)."""
+        pre = self.preprocessor(artifact)
+        if seed is None:
+            return self.task.calibration_feeds(pre, batch_size, limit)
+        singles = self.task.calibration_feeds(pre, 1, None)
+        n = min(limit or len(singles), len(singles))
+        chosen = [singles[i] for i in sorted(np.random.default_rng(seed).choice(len(singles), n, replace=False))]
+        return [
+            {name: np.concatenate([f[name] for f in chosen[i : i + batch_size]]) for name in chosen[0]}
+            for i in range(0, n, batch_size)
+        ]
 
     def tuning(self, artifact: Artifact) -> tuple[EvalSet, list[np.ndarray], dict[str, float]]:
         """What a quantized variant of ``artifact`` is scored on while choosing its configuration: the task's

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from edgepipe.configs import QuantizeConfig, TargetConfig, short_hash
+from edgepipe.configs import CalibrationSweep, QuantizeConfig, TargetConfig, short_hash
 from edgepipe.errors import InputError, converting
 from edgepipe.export.onnx_inspect import quantization_summary, read_io_spec
 from edgepipe.stage import StageContext
@@ -71,9 +71,25 @@ class OrtStaticQuant(_OrtQuant):
     # uint8 activations run much faster than int8 on x86 (signed ones were measured up to 5x slower).
     activation_type: Literal["uint8", "int8"] = "uint8"
     calibration_samples: int | None = Field(None, ge=1, description="default: the whole calibration split")
+    calibration_seed: int | None = Field(
+        None, description="draw calibration_samples at random with this seed (default: the split's first ones)"
+    )
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     symmetric_activations: bool = False
     quant_format: Literal["qdq", "qoperator"] = "qdq"
+    calibration_sweep: CalibrationSweep | None = None
+
+    sweep_methods: ClassVar[tuple[str, ...]] = ("minmax", "entropy", "percentile")
+
+    def sweep_point(self, method: str, samples: int, seed: int) -> QuantizeConfig:
+        return self.model_copy(
+            update={
+                "calibrate_method": method,
+                "calibration_samples": samples,
+                "calibration_seed": seed,
+                "calibration_sweep": None,
+            }
+        )
 
     def name_parts(self) -> list[str]:
         parts = super().name_parts()
@@ -81,6 +97,10 @@ class OrtStaticQuant(_OrtQuant):
             parts.append(f"act-{self.activation_type}")
         if self.calibration_samples:
             parts.append(f"cal-{self.calibration_samples}")
+        if self.calibration_seed is not None:
+            parts.append(f"seed-{self.calibration_seed}")
+        if self.calibration_sweep:
+            parts.append("sweep")
         if self.calibrate_method != "minmax":
             parts.append(self.calibrate_method)
         if self.symmetric_activations:
@@ -279,7 +299,7 @@ def _quantize(parent: Any, prepared: Path, config: _OrtQuant, out_dir: Path, ctx
     if isinstance(config, OrtStaticQuant):
         # Histogram methods stack every batch's tensors: they need batches of one size (batch 1).
         batch = 16 if config.calibrate_method == "minmax" else 1
-        batches = ctx.calibration_feeds(parent, batch_size=batch, limit=config.calibration_samples)
+        batches = ctx.calibration_feeds(parent, batch, config.calibration_samples, config.calibration_seed)
         method = {
             "minmax": CalibrationMethod.MinMax,
             "entropy": CalibrationMethod.Entropy,
@@ -300,6 +320,7 @@ def _quantize(parent: Any, prepared: Path, config: _OrtQuant, out_dir: Path, ctx
             "split": "calibration",
             "samples": sum(len(next(iter(b.values()))) for b in batches),
             "method": config.calibrate_method,
+            "seed": config.calibration_seed,
         }
         tool = "onnxruntime.quantization.quantize_static"
     else:

@@ -210,6 +210,15 @@ class Task(ABC):
         """(metrics, parity with the reference or None, metrics and parity per group) from the first
         output of every evaluation batch."""
 
+    # What a quantize entry's ``max_quality_drop`` is given in (``quality_drop``'s unit).
+    drop_unit: ClassVar[str] = ""
+
+    @classmethod
+    def quality_drop(cls, metrics: dict[str, float], reference_metrics: dict[str, float]) -> float | None:
+        """How much worse ``metrics`` are than the FP32 parent's on the same data, in ``drop_unit``
+        (accuracy points, cosine, relative perplexity). Positive is worse; None where a metric is missing."""
+        return None
+
     @classmethod
     @abstractmethod
     def gate_failures(cls, row: ResultRow, gates: Any, reference_metrics: dict[str, float]) -> list[str]:

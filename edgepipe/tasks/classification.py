@@ -101,6 +101,7 @@ class ClassificationTask(Task):
     Gates = ClassificationGates
     unit = "images"
     metrics = (Measure("accuracy", "accuracy", True),)
+    drop_unit = "accuracy points"
     parity_measures = (
         Measure("top1_agreement", "top-1 agree", True),
         Measure("max_abs_diff", "max abs diff", False, ".2e"),
@@ -186,6 +187,11 @@ class ClassificationTask(Task):
         metrics = _scores(outputs, labels) if len(labels) == len(outputs) else {}
         parity = _parity(outputs, reference) if reference is not None else None
         return metrics, parity, {}
+
+    @classmethod
+    def quality_drop(cls, metrics: dict[str, float], reference_metrics: dict[str, float]) -> float | None:
+        ref, acc = reference_metrics.get("accuracy"), metrics.get("accuracy")
+        return None if ref is None or acc is None else 100 * (ref - acc)
 
     @classmethod
     def gate_failures(

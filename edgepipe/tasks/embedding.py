@@ -99,6 +99,13 @@ class EmbeddingTask(Task):
     needs_tokenizer = True
     trainable = False
     unit = "documents"  # each gives many passages at each length
+    drop_unit = "cosine"  # 1 - mean cosine to the FP32 parent's embeddings
+
+    @classmethod
+    def quality_drop(cls, metrics: dict[str, float], reference_metrics: dict[str, float]) -> float | None:
+        # The parent's own cosine to itself is 1 (the tuning reference is its outputs).
+        cos = metrics.get("cosine_mean")
+        return None if cos is None else reference_metrics.get("cosine_mean", 1.0) - cos
 
     def __init__(self, config: EmbeddingConfig, seed: int, cache_dir: Path | None = None):
         super().__init__(config, seed, cache_dir)

@@ -99,6 +99,13 @@ class LanguageModelingTask(Task):
     Gates = LanguageModelingGates
     unit = "documents"
     metrics = (Measure("perplexity", "perplexity", False, ".3f"),)
+    drop_unit = "relative perplexity"  # 0.02: perplexity 2% above the FP32 parent's
+
+    @classmethod
+    def quality_drop(cls, metrics: dict[str, float], reference_metrics: dict[str, float]) -> float | None:
+        ref, ppl = reference_metrics.get("perplexity"), metrics.get("perplexity")
+        return None if not ref or ppl is None else ppl / ref - 1
+
     parity_measures = (
         Measure("kld", "KLD", False, ".2e"),
         Measure("top1_agreement", "top-1 agree", True),
