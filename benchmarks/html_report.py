@@ -1,5 +1,5 @@
-"""One run as one self-contained HTML page (``edgepipe report RUN``): the results table, four plots and the
-notes, rendered from ``results.json`` alone.
+"""One run as one self-contained HTML page (``edgepipe report RUN``): the results table, four plots, a plot
+per calibration sweep and the notes, rendered from ``results.json`` alone.
 
 Nothing is measured here. The page loads nothing from anywhere: the plots are PNGs in ``data:`` URLs, the
 style and the one script are inline, and a Content-Security-Policy forbids everything else, so it opens
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from edgepipe.benchmarks.html_explain import explain_section
 from edgepipe.benchmarks.report import columns
 from edgepipe.errors import InputError, UnavailableError
 from edgepipe.files import atomic_write_text
@@ -234,6 +235,84 @@ def _ratios(rows: list[ResultRow]) -> Plot | str:
     return fig, alt, cap
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+def _sweep_rows(sweep: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The measured rows of a calibration sweep's summary per method, by size (malformed rows left out)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in sweep.get("summary") or []:
+        if isinstance(r, dict) and _number(r.get("mean_drop")) and isinstance(r.get("samples"), int) and r["samples"]:
+            out.setdefault(str(r.get("method")), []).append(r)
+    return {m: sorted(rs, key=lambda r: r["samples"]) for m, rs in out.items()}
+
+
+def _sweep_plot(name: str, sweep: dict[str, Any]) -> Plot | str:
+    """A calibration sweep (``compress.calibration_sweep``): the mean quality drop against calibration
+    size per method (log x), min..max over the seeds as bars and a band, the recommended point starred,
+    the tolerance dashed. Methods are nudged apart along x so that equal figures do not hide each other."""
+    methods = _sweep_rows(sweep)
+    if not methods:
+        return "no size and method of the sweep was measured"
+    fig = _figure(4.5)
+    ax = fig.axes[0]
+    nudge = {m: 1.05 ** (k - (len(methods) - 1) / 2) for k, m in enumerate(methods)}
+    for k, (method, rs) in enumerate(methods.items()):
+        xs = [r["samples"] * nudge[method] for r in rs]
+        mean = [r["mean_drop"] for r in rs]
+        lo = [r["min_drop"] if _number(r.get("min_drop")) else r["mean_drop"] for r in rs]
+        hi = [r["max_drop"] if _number(r.get("max_drop")) else r["mean_drop"] for r in rs]
+        err = [[max(0.0, mean[i] - lo[i]) for i in range(len(rs))], [max(0.0, hi[i] - mean[i]) for i in range(len(rs))]]
+        color = f"C{k % 10}"
+        ax.errorbar(xs, mean, yerr=err, fmt="o-", color=color, capsize=3, ms=5, label=_t(method))
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.12, lw=0)
+    rec = sweep.get("recommended")
+    if isinstance(rec, dict) and rec.get("method") in methods:
+        at = [r for r in methods[rec["method"]] if r["samples"] == rec.get("samples")]
+        if at:
+            label = f"recommended: {rec['method']}, {at[0]['samples']} samples"
+            x, y = at[0]["samples"] * nudge[rec["method"]], at[0]["mean_drop"]
+            ax.scatter([x], [y], marker="*", s=300, color="gold", edgecolors="k", zorder=5, label=_t(label))
+    unit = str(sweep.get("drop_unit") or "drop")
+    tolerance: Any = sweep.get("tolerance")
+    if _number(tolerance):
+        ax.axhline(tolerance, color="0.35", lw=1, ls="--", label=_t(f"tolerance {tolerance:g} {unit}"))
+    ax.axhline(0, color="k", lw=0.6)
+    sizes = sorted({r["samples"] for rs in methods.values() for r in rs})
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(n) for n in sizes])
+    ax.minorticks_off()
+    ax.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
+    metric = str(sweep.get("metric") or "quality")
+    ax.set_xlabel("calibration samples (log scale)")
+    ax.set_ylabel(_t(f"{metric} drop vs FP32 ({unit})"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    seeds = len(sweep.get("seeds") or []) or "several"
+    alt = f"Mean {metric} drop of {name} against calibration size per calibration method, with min to max over seeds"
+    why = rec.get("why", "") if isinstance(rec, dict) else "No recommendation: nothing was measured."
+    cap = (
+        f"Drop in {metric} from the FP32 parent ({unit}, > 0: worse) on the tuning data (the calibration split, "
+        f"not the test split), mean over {seeds} random calibration subsets per point; bars and band: min..max "
+        f"over those seeds; dashed: the tolerance; star: the recommended point (the smallest stable set). {why}"
+    )
+    return fig, alt, cap
+
+
+def _sweeps(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(artifact name, calibration sweep) of every artifact whose quantization block has one (results
+    documents before sweeps have no ``quantization`` key)."""
+    blocks = results.get("quantization")
+    if not isinstance(blocks, dict):
+        return []
+    return [
+        (str(name), block["calibration_sweep"])
+        for name, block in blocks.items()
+        if isinstance(block, dict) and isinstance(block.get("calibration_sweep"), dict)
+    ]
+
+
 def _img(plot: Plot | str, title: str) -> str:
     if isinstance(plot, str):
         return f'<p class="missing"><b>{html.escape(title)}</b>: not drawn, {html.escape(plot)}.</p>'
@@ -295,6 +374,7 @@ def render_html(results: dict[str, Any]) -> str:
         (_distributions(rows), "Latency distributions"),
         (_ratios(rows), "Speed-ups"),
     ]
+    sweeps = [(_sweep_plot(name, sweep), f"Calibration sweep: {name}") for name, sweep in _sweeps(results)]
     notes = "".join(f"<li>{e(str(n))}</li>" for n in results.get("notes") or [])
     return "\n".join(
         [
@@ -309,6 +389,8 @@ def render_html(results: dict[str, Any]) -> str:
             f"<h2>Results</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
             "<h2>Plots</h2>",
             *(_img(p, title) for p, title in plots),
+            *(["<h2>Calibration sweeps</h2>", *(_img(p, title) for p, title in sweeps)] if sweeps else []),
+            explain_section(results),
             *([f"<h2>Notes</h2><ul>{notes}</ul>"] if notes else []),
             f"<h2>How to read this</h2><p>{_HOW_TO_READ}</p>",
             "</body></html>",

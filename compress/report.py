@@ -104,3 +104,23 @@ def qat_notes(rows: list[ResultRow], checkpoints: list[Checkpoint], task: type[T
             )
             notes.append(f"QAT vs PTQ on {row.runtime}: {name} against {other} (post-training, same tool): {said}.")
     return list(dict.fromkeys(notes))
+
+
+def quantization_notes(name: str, quantization: dict[str, Any], measure: str | None) -> list[str]:
+    """The run's notes on one quantized artifact: its search (what it rejected), the blame of the requested
+    configuration (which quantizers cost its quality), its quality budget, its calibration sweep."""
+    from edgepipe.blame import summary as blame_summary
+    from edgepipe.budget import summary as budget_summary
+    from edgepipe.compress.calibration_sweep import sweep_notes
+    from edgepipe.search import summary as search_summary
+
+    attempts = (quantization.get("search") or {}).get("attempts") or [{}]
+    notes = [
+        search_summary(name, quantization, measure),
+        blame_summary(name, attempts[0].get("blame")),
+        budget_summary(name, quantization),
+    ]
+    out = [n for n in notes if n]
+    if sweep := quantization.get("calibration_sweep"):
+        out += sweep_notes(name, sweep)
+    return out

@@ -15,6 +15,7 @@ import warnings
 from typing import Any, NoReturn
 
 from edgepipe.cli_bench import cmd_bench
+from edgepipe.cli_explain import add_parser as add_explain
 from edgepipe.errors import EdgepipeError, GateError, InputError, RegressionError, UnavailableError, first_line
 from edgepipe.recipe import MAX_THREADS
 
@@ -273,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the results row as JSON (a list for several runtimes)"
     )
     bench.set_defaults(func=cmd_bench)
+
+    add_explain(sub, _positive_int, _threads)
 
     inspect = sub.add_parser("inspect", help="what a model file holds: inputs, outputs, operators, weights")
     inspect.add_argument("model", help=".onnx, .xml (+ .bin), .tflite or .gguf file, or edgepipe artifact folder")

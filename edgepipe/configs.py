@@ -110,10 +110,21 @@ class QuantizeConfig(Section):
         """This configuration calibrated with ``method`` on ``samples`` examples drawn with ``seed``."""
         raise NotImplementedError(f"{type(self).__name__} takes no calibration sweep")
 
-    def alternatives(self, parent: Any, ctx: Any) -> Iterator[QuantizeConfig]:
+    def alternatives(self, parent: Any, ctx: Any, blame: Any = None) -> Iterator[QuantizeConfig]:
         """Other configurations of the same tool to try, in order, when this one misses the bar: each a
         copy of this config with some of the tool's options changed. A generator: whatever it needs to
-        rank (a model's layers) is computed only when the requested configuration has failed."""
+        rank (a model's layers) is computed only when the requested configuration has failed. Given this
+        configuration's ``blame`` (``edgepipe.blame.Blame``), the fixes it proposes."""
+        return iter(())
+
+    def blame(self, parent: Any, quantized: Path, ctx: Any) -> Any:
+        """Which of this configuration's quantizers cost the quality of its result ``quantized``, against the
+        FP32 ``parent`` on calibration data (``edgepipe.blame.Blame``); None for a tool that cannot say."""
+        return None
+
+    def faster(self) -> Iterator[QuantizeConfig]:
+        """Configurations of the same tool that may run faster than this one (a quality budget's search tries
+        them when this one is within the budget)."""
         return iter(())
 
     def has_alternatives(self) -> bool:

@@ -71,6 +71,9 @@ class BenchmarkConfig(Section):
     time_budget_s: float = Field(60.0, gt=0, description="no new round of processes after this many seconds")
     devices: list[str] = ["cpu"]
     reference: bool = Field(True, description="also benchmark the torch model itself")
+    explain: bool = Field(
+        True, description="explain every quantized or reduced-precision row operator by operator (edgepipe explain)"
+    )
     # Extra runtimes per format beyond the format's default one, e.g. {"onnx": ["onnxruntime", "openvino"]}.
     runtimes: dict[str, list[str]] = {}
     # Reduced-precision inference of the FP32 files per runtime, each a row of its own, e.g.

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.artifact import Artifact
+from edgepipe.benchmarks.explain import explain_rows
 from edgepipe.chain import Targets, Unsupported, build_checkpoints, build_targets, check_tools
+from edgepipe.compress.report import quantization_notes
 from edgepipe.environment import describe_environment, package_version
 from edgepipe.errors import InputError
 from edgepipe.files import sha256_json
@@ -23,7 +25,6 @@ from edgepipe.gates import check_gates
 from edgepipe.progress import Progress, no_progress
 from edgepipe.recipe import Recipe, load_recipe
 from edgepipe.results import RESULTS_SCHEMA_VERSION, ArtifactRef, ResultRow, failed_row
-from edgepipe.search import summary as search_summary
 from edgepipe.stage import Log, StageContext, silent
 from edgepipe.store import ArtifactStore
 from edgepipe.tasks import EvalSet, Task, build_task
@@ -276,9 +277,10 @@ def run_recipe(
     notes += [n for c in checkpoints for n in compression_notes(c)]
     notes += qat_notes(rows, checkpoints, type(task))
     first_metric = task.metrics[0].name if task.metrics else None
-    notes += [
-        n for a in targets.models if (n := search_summary(a.manifest.name, a.manifest.quantization, first_metric))
-    ]
+    quantization = {a.manifest.name: a.manifest.quantization for a in targets.models if a.manifest.quantization}
+    notes += [n for name, q in quantization.items() for n in quantization_notes(name, q, first_metric)]
+    explained = explain_rows(rows, log=log) if recipe.benchmark.explain else {}
+    notes += [f"{label}: {e['answer']}" for label, e in explained.items() if "answer" in e]
     notes += [f"{u.name}: {u.format} unsupported: {u.reason}" for u in targets.unsupported if u.format not in FORMATS]
     notes += [f"{a.manifest.name}: {a.path}" + _summary(a) for a in targets.extras]
     report = check_gates(rows, type(task), recipe.gates, reference_metrics, references)
@@ -310,6 +312,8 @@ def run_recipe(
         "checkpoints": [checkpoint_summary(c, references[c.model.sha256]) for c in checkpoints],
         "environment": environment,
         "notes": notes,
+        "quantization": quantization,
+        "explain": explained,
         "recommendation": recommendation,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }

@@ -12,7 +12,6 @@ figures are recorded in the manifest (``quantization.search``), and the run's no
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
     from edgepipe.store import Parents, StageOutput
 
 # At most this many configurations per quantize step (each is a quantization and a scoring).
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 10
 THREADS = 2
 
 Quantize = Callable[["Parents", Any, Path, "StageContext"], "StageOutput"]
@@ -66,7 +65,8 @@ def score(path: Path, fmt: str, precision: str, ctx: StageContext, parent: Artif
         breakdown=breakdown,
     )
     failures = [f"{nonfinite} NaN or Inf output values"] if nonfinite else []
-    failures += type(ctx.task).gate_failures(row, ctx.gates, reference_metrics)
+    if ctx.gates is not None:
+        failures += type(ctx.task).gate_failures(row, ctx.gates, reference_metrics)
     return {"metrics": metrics, "parity": parity, "breakdown": breakdown, "failures": failures}
 
 
@@ -82,8 +82,29 @@ def _rank(attempt: dict[str, Any], ctx: StageContext) -> tuple[float, ...]:
 def quantize_to_bar(
     quantize: Quantize, parents: Parents, config: QuantizeConfig, out_dir: Path, ctx: StageContext
 ) -> StageOutput:
-    """Run ``quantize`` with ``config``; when its result misses the task's gates, its alternatives in turn
-    (see the module docstring). The shipped files end up in ``out_dir``; the tries' folders are removed."""
+    """Run ``quantize`` with ``config``, first sweeping its calibration when asked
+    (``compress.calibration_sweep``); then see ``_to_bar``."""
+    sweep: dict[str, Any] | None = None
+    if config.sweep is not None:
+        from edgepipe.compress.calibration_sweep import run_sweep
+
+        sweep = run_sweep(quantize, parents, config, out_dir, ctx)
+    output = _to_bar(quantize, parents, config, out_dir, ctx)
+    if sweep is not None:
+        output.quantization = {**(output.quantization or {}), "calibration_sweep": sweep}
+    return output
+
+
+def _to_bar(
+    quantize: Quantize, parents: Parents, config: QuantizeConfig, out_dir: Path, ctx: StageContext
+) -> StageOutput:
+    """Run ``quantize`` with ``config``; when its result misses the task's gates (or its quality budget), the
+    tool's alternatives: for a tool that can blame its result (``QuantizeConfig.blame``), the fixes that
+    blame proposes, each re-measured and blamed again when it still misses; else the requested
+    configuration's alternatives in turn. With a budget (``max_quality_drop``) the search goes on past the
+    first configuration within it, also trying the tool's faster options, and ships the fastest measured
+    one within the budget (``edgepipe.budget``). The shipped files end up in ``out_dir``; the tries' folders
+    are removed."""
     if not searched(config, ctx):
         # Nothing to choose between (no gates, search off, or a tool with no other options): the report's
         # gates, measured on the test split, judge the one result.
@@ -93,19 +114,23 @@ def quantize_to_bar(
         ctx.tuning(parent)
     except InputError as e:  # e.g. a calibration split too short for the evaluation's lengths
         return _unsearched(quantize(parents, config, out_dir, ctx), str(e))
+    budget = config.max_quality_drop
     attempts: list[dict[str, Any]] = []
     outputs: list[StageOutput | None] = []
-    chosen: int | None = None
+    met: list[int] = []
+    # Where the next candidates come from: the fixes or faster options of earlier attempts, latest first.
     # Alternatives are made only when needed: ranking a model's layers takes time.
-    candidates = itertools.chain([config], config.alternatives(parent, ctx))
+    sources: list[Iterator[QuantizeConfig]] = []
+    tried: list[dict[str, Any]] = []
     for i in range(MAX_ATTEMPTS):
         try:
-            candidate = next(candidates)
-        except StopIteration:
-            break
+            candidate = config if i == 0 else _next(sources, tried)
         except Exception as e:  # ranking the layers failed: the attempts so far stand
             attempts[-1]["failures"].append(f"no further alternatives: {_said(e)}")
             break
+        if candidate is None:
+            break
+        tried.append(candidate.model_dump(mode="json"))
         work = out_dir / f".try-{i}"
         work.mkdir()
         t0 = time.perf_counter()
@@ -124,6 +149,8 @@ def quantize_to_bar(
                     _move(work, out_dir)
                     return _unsearched(output, f"scoring failed: {_said(e)}")
                 output, attempt["failures"] = None, [f"scoring failed: {_said(e)}"]
+            else:
+                attempt["failures"] += _over_budget(attempt, budget, ctx, ctx.tuning(parent)[2])
         attempt["seconds"] = round(time.perf_counter() - t0, 1)
         attempts.append(attempt)
         outputs.append(output)
@@ -131,17 +158,14 @@ def quantize_to_bar(
         verdict = "meets the bar" if not attempt["failures"] else "; ".join(attempt["failures"][:2])
         ctx.log(f"[search] {label}: {verdict}")
         if not attempt["failures"]:
-            chosen = i
-            break
-        # Keep only the best so far on disk (a model copy per attempt adds up for a transformer).
-        best = _best(attempts, outputs, ctx)
-        for j, kept in enumerate(outputs):
-            if kept is not None and j != best:
-                shutil.rmtree(out_dir / f".try-{j}", ignore_errors=True)
-                outputs[j] = None
-    met = chosen is not None
-    if chosen is None:
-        chosen = _best(attempts, outputs, ctx)
+            met.append(i)
+            if budget is None:
+                break
+            sources.append(candidate.faster())
+        elif output is not None:
+            _push_fixes(sources, candidate, parent, work / output.primary, attempt, ctx, first=i == 0)
+        _keep_on_disk(out_dir, attempts, outputs, met, ctx)
+    chosen = _choose(out_dir, attempts, outputs, met, budget, parent, ctx)
     shipped = outputs[chosen]
     assert shipped is not None
     _move(out_dir / f".try-{chosen}", out_dir)
@@ -151,9 +175,11 @@ def quantize_to_bar(
     shipped.quantization = {
         **(shipped.quantization or {}),
         "search": {
-            "met_bar": met,
+            "met_bar": bool(met),
             "chosen": chosen,
-            "bar": bar(ctx.gates),
+            "bar": bar(ctx.gates) if ctx.gates is not None else None,
+            "max_quality_drop": budget,
+            "drop_unit": type(ctx.task).drop_unit if budget is not None else None,
             "tuning_data": {"split": "calibration", "batches": len(data.batches), "reference": "fp32 parent"},
             "reference_metrics": reference_metrics,
             "attempts": attempts,
@@ -162,9 +188,93 @@ def quantize_to_bar(
     return shipped
 
 
+def _next(sources: list[Iterator[QuantizeConfig]], tried: list[dict[str, Any]]) -> QuantizeConfig | None:
+    """The next configuration not tried yet, from the latest source that still has one."""
+    while sources:
+        for candidate in sources[-1]:
+            if candidate.model_dump(mode="json") not in tried:
+                return candidate
+        sources.pop()
+    return None
+
+
+def _push_fixes(
+    sources: list[Iterator[QuantizeConfig]],
+    candidate: QuantizeConfig,
+    parent: Artifact,
+    model: Path,
+    attempt: dict[str, Any],
+    ctx: StageContext,
+    first: bool,
+) -> None:
+    """After a miss: the fixes the attempt's blame proposes, where the tool blames (``edgepipe.blame``);
+    else, after the requested configuration's miss only, its alternatives."""
+    from edgepipe.blame import summary as blame_summary
+
+    blamed = None
+    try:
+        blamed = candidate.blame(parent, model, ctx)
+    except Exception as e:  # a blame that fails leaves the tool's plain alternatives
+        attempt["failures"].append(f"blame failed: {_said(e)}")
+    if blamed is not None:
+        attempt["blame"] = blamed.record()
+        ctx.log(f"[search] {blame_summary('blame', attempt['blame'])}")
+        sources.append(candidate.alternatives(parent, ctx, blamed))
+    elif first:
+        sources.append(candidate.alternatives(parent, ctx))
+
+
+def _over_budget(
+    attempt: dict[str, Any], budget: float | None, ctx: StageContext, reference: dict[str, float]
+) -> list[str]:
+    """The budget's failure, with the drop recorded in the attempt."""
+    if budget is None:
+        return []
+    drop = type(ctx.task).quality_drop(attempt.get("metrics", {}), reference)
+    attempt["drop"] = None if drop is None else round(drop, 6)
+    if drop is None:
+        return [f"no {type(ctx.task).drop_unit} drop to hold to the budget"]
+    return [] if drop <= budget else [f"drop {drop:.4g} {type(ctx.task).drop_unit} > budget {budget:g}"]
+
+
+def _keep_on_disk(
+    out_dir: Path, attempts: list[dict[str, Any]], outputs: list[StageOutput | None], met: list[int], ctx: StageContext
+) -> None:
+    """Only the best miss so far and the attempts that meet the bar stay on disk (a model copy per attempt
+    adds up for a transformer)."""
+    best = _best(attempts, outputs, ctx)
+    for j, kept in enumerate(outputs):
+        if kept is not None and j != best and j not in met:
+            shutil.rmtree(out_dir / f".try-{j}", ignore_errors=True)
+            outputs[j] = None
+
+
+def _choose(
+    out_dir: Path,
+    attempts: list[dict[str, Any]],
+    outputs: list[StageOutput | None],
+    met: list[int],
+    budget: float | None,
+    parent: Artifact,
+    ctx: StageContext,
+) -> int:
+    """The attempt to ship: the first that met the bar; with a budget, the fastest measured of those that
+    met it (``edgepipe.budget``); with none met, the best."""
+    if not met:
+        return _best(attempts, outputs, ctx)
+    if budget is None or len(met) == 1:
+        return met[0]
+    from edgepipe.budget import fastest
+
+    paths = {i: out_dir / f".try-{i}" / o.primary for i in met if (o := outputs[i]) is not None}
+    return fastest(paths, attempts, parent, ctx)
+
+
 def searched(config: QuantizeConfig, ctx: StageContext) -> bool:
-    """Whether a quantize step is held to the bar: search on, gates given, and a tool with alternatives."""
-    return config.search and ctx.gates is not None and config.has_alternatives()
+    """Whether a quantize step is held to the bar: search on, gates or a budget given, and a tool with
+    alternatives."""
+    held = ctx.gates is not None or config.max_quality_drop is not None
+    return config.search and held and config.has_alternatives()
 
 
 def bar(gates: Any) -> dict[str, Any]:
@@ -210,8 +320,8 @@ def summary(name: str, quantization: dict[str, Any] | None, measure: str | None 
     """One note for a run's report: what the search rejected, with ``measure`` (the task's first metric)
     of each attempt, and what it shipped."""
     search = (quantization or {}).get("search")
-    if not search or len(search.get("attempts", [])) < 2:
-        return None
+    if not search or len(search.get("attempts", [])) < 2 or search.get("max_quality_drop") is not None:
+        return None  # a budget's search has its own note (edgepipe.budget.summary)
 
     def said(attempt: dict[str, Any]) -> str:
         value = attempt.get("metrics", {}).get(measure) if measure else None

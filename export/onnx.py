@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
+from edgepipe.blame import Blame
 from edgepipe.configs import CalibrationSweep, QuantizeConfig, TargetConfig, short_hash
 from edgepipe.errors import InputError, converting
 from edgepipe.export.onnx_inspect import quantization_summary, read_io_spec
@@ -22,6 +23,11 @@ from edgepipe.tensors import with_ranges
 MODEL_FILE = "model.onnx"
 # The operators that do the arithmetic INT8 is for: what a restricted quantization quantizes.
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
+# Blame (export.onnx_blame): calibration samples, how many single quantizers are measured at the output
+# (the locally worst first), and the gain at the output from which a fix keeps quantizers in float.
+BLAME_SAMPLES = 8
+BLAME_MEASURED = 64
+GROUP_GAIN_DB = 1.0
 
 
 class _OrtQuant(QuantizeConfig):
@@ -45,7 +51,7 @@ class _OrtQuant(QuantizeConfig):
             parts.append(f"excl-{len(self.exclude_nodes)}-{short_hash(sorted(self.exclude_nodes))}")
         return parts
 
-    def alternatives(self, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
+    def alternatives(self, parent: Any, ctx: StageContext, blame: Blame | None = None) -> Iterator[QuantizeConfig]:
         """Per-channel weights if not asked for, then the layers whose input activations have the largest
         outliers kept in float, 1 to 12 of them, fewest first (outliers stretch a tensor's single scale)."""
         base = self if self.per_channel else self.model_copy(update={"per_channel": True})
@@ -109,10 +115,23 @@ class OrtStaticQuant(_OrtQuant):
             parts.append(self.quant_format)
         return parts
 
-    def alternatives(self, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
-        """First only the matrix products and convolutions (a quantized Add, Softmax or attention-mask path
-        is what collapses a transformer), then with percentile calibration, then the outlier layers kept
-        in float as the dynamic quantizer's alternatives do."""
+    def blame(self, parent: Any, quantized: Path, ctx: StageContext) -> Blame | None:
+        """onnxruntime's qdq_loss_debug on 8 calibration samples, each quantizer's cost at the output
+        (``export.onnx_blame``); QDQ models only."""
+        if self.quant_format != "qdq":
+            return None
+        from edgepipe.export.onnx_blame import blame
+
+        return blame(parent.model_file, quantized, ctx.calibration_feeds(parent, 1, BLAME_SAMPLES), BLAME_MEASURED)
+
+    def alternatives(self, parent: Any, ctx: StageContext, blame: Blame | None = None) -> Iterator[QuantizeConfig]:
+        """With this configuration's blame, the fixes it proposes (``_fixes``). Without one: first only the
+        matrix products and convolutions (a quantized Add, Softmax or attention-mask path is what collapses
+        a transformer), then with percentile calibration, then the outlier layers kept in float as the
+        dynamic quantizer's alternatives do."""
+        if blame is not None:
+            yield from _fixes(self, blame)
+            return
         base = self
         if self.op_types is None:
             base = self.model_copy(update={"op_types": list(COMPUTE_OPS)})
@@ -120,6 +139,32 @@ class OrtStaticQuant(_OrtQuant):
         if self.calibrate_method == "minmax":
             yield base.model_copy(update={"calibrate_method": "percentile"})
         yield from _keeping_outliers(base.model_copy(update={"per_channel": True}), parent, ctx)
+
+    def faster(self) -> Iterator[QuantizeConfig]:
+        """Per-tensor weights; onnxruntime's QOperator form (fused operators in the file itself)."""
+        if self.per_channel:
+            yield self.model_copy(update={"per_channel": False})
+        if self.quant_format == "qdq":
+            yield self.model_copy(update={"quant_format": "qoperator"})
+
+
+def _fixes(config: OrtStaticQuant, blame: Blame) -> Iterator[QuantizeConfig]:
+    """What a blame proposes, cheapest change first: the quantizers of the tensors one operator type makes
+    left out together when they cost the most at the output (at least ``GROUP_GAIN_DB``), by keeping the
+    non-compute nodes that quantize them in float (MatMul, Gemm and Conv stay INT8: their arithmetic is
+    the point); then every single quantizer that costs at least ``GROUP_GAIN_DB`` kept in float at once
+    (their producers and readers); then the worst 1, 2, 4 and 8; then percentile calibration."""
+    group = blame.groups[0] if blame.groups else None
+    if group is not None and (group.output_gain_db or 0) >= GROUP_GAIN_DB and group.nodes:
+        keep = [n for n in group.nodes if n not in config.exclude_nodes]
+        yield config.model_copy(update={"exclude_nodes": [*config.exclude_nodes, *keep]})
+    costly = sum((s.output_gain_db or 0) >= GROUP_GAIN_DB for s in blame.suspects)
+    for k in dict.fromkeys([costly, 1, 2, 4, 8]):
+        if 0 < k <= len(blame.suspects):
+            keep = [n for n in blame.kept_in_float(k) if n not in config.exclude_nodes]
+            yield config.model_copy(update={"exclude_nodes": [*config.exclude_nodes, *keep]})
+    if config.calibrate_method == "minmax":
+        yield config.model_copy(update={"calibrate_method": "percentile"})
 
 
 def _keeping_outliers(base: _OrtQuant, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:

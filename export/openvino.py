@@ -45,8 +45,20 @@ class NncfQuant(QuantizeConfig):
     # How NNCF sets activation ranges from the calibration statistics (RangeEstimatorParametersSet).
     range_estimator: Literal["default", "minmax", "mean_minmax", "percentile"] = "default"
     calibration_sweep: CalibrationSweep | None = None
+    accuracy_control: bool = Field(
+        True,
+        description="with max_quality_drop: nncf.quantize_with_accuracy_control, which returns layers to float "
+        "until the drop on the tuning data is within the budget",
+    )
 
     sweep_methods: ClassVar[tuple[str, ...]] = ("minmax", "mean_minmax", "percentile")
+
+    def faster(self) -> Iterator[QuantizeConfig]:
+        """Every layer INT8: plain ``nncf.quantize`` without accuracy control, and without an ignored scope."""
+        if self.max_quality_drop is not None and self.accuracy_control:
+            yield self.model_copy(update={"accuracy_control": False})
+        if self.ignored_scope is not None:
+            yield self.model_copy(update={"accuracy_control": False, "ignored_scope": None})
 
     def sweep_point(self, method: str, samples: int, seed: int) -> QuantizeConfig:
         return self.model_copy(
@@ -66,7 +78,7 @@ class NncfQuant(QuantizeConfig):
         None, ge=0, le=1, description="SmoothQuant's alpha for matrix products (default: NNCF's own)"
     )
 
-    def alternatives(self, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
+    def alternatives(self, parent: Any, ctx: StageContext, blame: Any = None) -> Iterator[QuantizeConfig]:
         """NNCF's transformer scheme if not asked for; the other bias correction (fast, or full: full kept
         the digits CNN's accuracy where fast lost 0.8 points, while on MiniLM fast kept cosine 0.997 where
         full gave 0.993; every layer stays INT8 either way); then the matrix products whose inputs have
@@ -102,6 +114,8 @@ class NncfQuant(QuantizeConfig):
             parts.append(self.range_estimator.replace("_", "-"))
         if self.calibration_sweep:
             parts.append("sweep")
+        if self.max_quality_drop is not None and not self.accuracy_control:
+            parts.append("no-ac")
         if self.fast_bias_correction:
             parts.append("fast-bc")
         if self.smooth_quant_alpha is not None:
@@ -241,6 +255,51 @@ def _quantize(nncf: Any, parent: Any, items: list[Any], config: NncfQuant) -> An
     )
 
 
+def accuracy_controlled(
+    nncf: Any, parent: Any, items: list[Any], config: NncfQuant, max_drop: float, ctx: StageContext
+) -> Any:
+    """``nncf.quantize_with_accuracy_control``: NNCF quantizes, then ranks the quantized layers by what each
+    costs and returns them to float, worst first, until the task's first metric on the tuning data (the
+    calibration split, against the FP32 parent) is within ``max_drop`` of the FP32 model's."""
+    from edgepipe.runtimes.openvino_runtime import read_model
+    from edgepipe.tasks import EvalSet
+
+    data, reference, _ = ctx.tuning(parent)
+    task = type(ctx.task)
+    metric = task.metrics[0].name
+
+    def validate(compiled: Any, indexed: Any) -> tuple[float, None]:
+        # NNCF passes the validation items (or a subset of them while it ranks): score those batches only.
+        picked = list(indexed)
+        outputs = [np.asarray(compiled(feeds)[compiled.output(0)]) for _, feeds in picked]
+        subset = EvalSet(
+            [data.batches[i] for i, _ in picked],
+            [data.targets[i] for i, _ in picked],
+            [data.groups[i] for i, _ in picked] if data.groups else [],
+            data.options,
+        )
+        return float(task.quality(outputs, subset, [reference[i] for i, _ in picked])[0][metric]), None
+
+    scope = config.ignored_scope
+    return nncf.quantize_with_accuracy_control(
+        read_model(parent.model_file),
+        nncf.Dataset(items),
+        nncf.Dataset(list(enumerate(data.batches)), lambda item: item[1]),
+        validate,
+        max_drop=max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        preset=nncf.QuantizationPreset(config.preset),
+        target_device=nncf.TargetDevice.CPU,
+        subset_size=len(items),
+        fast_bias_correction=config.fast_bias_correction,
+        model_type=nncf.ModelType.TRANSFORMER if config.model_type == "transformer" else None,
+        ignored_scope=nncf.IgnoredScope(names=scope.names, types=scope.types, patterns=scope.patterns)
+        if scope
+        else None,
+        advanced_quantization_parameters=_advanced(nncf, config),
+    )
+
+
 def _advanced(nncf: Any, config: NncfQuant) -> Any:
     """NNCF's advanced parameters the config sets (None: all NNCF's defaults)."""
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
@@ -345,17 +404,22 @@ def quantize(
                 "weight_element_types": quantization_summary(read_model(out_dir / MODEL_FILE))["weight_element_types"],
             },
         )
-    items = (
-        []
-        if isinstance(config, NncfWeights)
-        else ctx.calibration_feeds(parent, 1, config.subset_size, config.calibration_seed)
-    )
-    # NNCF draws progress bars on stdout; the run's own log says what is happening.
-    with contextlib.redirect_stdout(io.StringIO()):
-        if isinstance(config, NncfWeights):
+    if isinstance(config, NncfWeights):
+        items: list[Any] = []
+        with contextlib.redirect_stdout(io.StringIO()):  # NNCF draws progress bars on stdout
             quantized = _compress(nncf, parent, config)
-        else:
-            quantized = _quantize(nncf, parent, items, config)
+        calibration = None
+    else:
+        items = ctx.calibration_feeds(parent, 1, config.subset_size, config.calibration_seed)
+        calibration = {"split": "calibration", "samples": len(items), "seed": config.calibration_seed}
+        controlled = config.max_quality_drop is not None and config.accuracy_control
+        budget = type(ctx.task).metric_budget(config.max_quality_drop) if controlled else None  # type: ignore[arg-type]
+        with contextlib.redirect_stdout(io.StringIO()):
+            if budget is not None:
+                quantized = accuracy_controlled(nncf, parent, items, config, budget, ctx)
+                calibration["accuracy_control"] = {"max_drop": budget, "validation": "tuning data (calibration split)"}
+            else:
+                quantized = _quantize(nncf, parent, items, config)
     inputs, outputs = _save(quantized, out_dir)
     return StageOutput(
         format="openvino",
@@ -368,9 +432,7 @@ def quantize(
             "tool": "nncf.compress_weights" if isinstance(config, NncfWeights) else "nncf.quantize",
             "requested": config.model_dump(mode="json"),
             "precision": config.precision,
-            "calibration": {"split": "calibration", "samples": len(items), "seed": config.calibration_seed}
-            if items
-            else None,
+            "calibration": calibration,
             **quantization_summary(read_model(out_dir / MODEL_FILE)),
         },
     )

@@ -103,10 +103,12 @@ def quantization_summary(model: Any) -> dict[str, Any]:
     ops = list(model.get_ordered_ops())
     fq = [op for op in ops if op.get_type_name() == "FakeQuantize"]
     computed: dict[str, Counter[str]] = {"quantized": Counter(), "float": Counter()}
+    in_float: list[str] = []
     for op in ops:
         if op.get_type_name() in COMPUTE_OPS:
             q = any(quantized(op.input_value(i).get_node()) for i in range(op.get_input_size()))
             computed["quantized" if q else "float"][op.get_type_name()] += 1
+            in_float += [] if q else [op.get_friendly_name()]
     weights = Counter(
         op.get_output_element_type(0).get_type_name()
         for op in ops
@@ -117,6 +119,7 @@ def quantization_summary(model: Any) -> dict[str, Any]:
         "fake_quantize": {"count": len(fq), "levels": dict(Counter(str(op.get_attributes()["levels"]) for op in fq))},
         "quantized_ops": dict(sorted(computed["quantized"].items())),
         "float_ops": dict(sorted(computed["float"].items())),
+        "float_op_names": in_float[:50],
         "weight_element_types": dict(weights),
         "weights": {"per_channel": scales["per_channel"], "per_tensor": scales["per_tensor"]},
     }

@@ -91,6 +91,27 @@ def schema5() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def with_sweep(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with the runner's ``quantization`` blocks: one artifact's with a calibration sweep (two
+    methods, three sizes, three seeds; percentile never settles), one without."""
+    from edgepipe.compress.calibration_sweep import recommend, summarize
+
+    drops = {("minmax", 8): [0.0, 1.7, 0.6], ("minmax", 32): [0.3, 0.0, 0.3], ("minmax", 128): [0.0, 0.3, 0.0],
+             ("percentile", 8): [2.0, 0.0, 1.0], ("percentile", 32): [1.3, 0.0, 0.3],
+             ("percentile", 128): [0.0, 1.0, 0.3]}  # fmt: skip
+    points = [
+        {"method": m, "samples": n, "seed": seed, "metric": 0.997 - d / 100, "drop": d, "seconds": 0.4}
+        for (m, n), ds in drops.items()
+        for seed, d in enumerate(ds)
+    ]
+    summary = summarize(points)
+    sweep = {"metric": "accuracy", "drop_unit": "accuracy points", "tolerance": 0.5, "seeds": [0, 1, 2],
+             "points": points, "summary": summary, "recommended": recommend(summary, 0.5, "accuracy points"),
+             "skipped": [{"samples": 512, "why": "the calibration split has 300"}]}  # fmt: skip
+    blocks = {EVIL: {"tool": "onnxruntime", "calibration_sweep": sweep}, "openvino-int8": {"tool": "nncf"}}
+    return {**results, "quantization": blocks}
+
+
 def _write(tmp_path: Path, results: dict[str, Any]) -> Path:
     (tmp_path / "results.json").write_text(json.dumps(results))
     return write_report(tmp_path)
@@ -187,6 +208,25 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     dom, console = _chromium(page, tmp_path / "profile")
     assert console == []
     assert _rendered(dom) == (4, 4)
+
+
+def test_a_calibration_sweep_gets_its_plot(tmp_path: Path) -> None:
+    results = with_sweep(schema5())
+    assert results["quantization"][EVIL]["calibration_sweep"]["recommended"]["samples"] == 32
+    page = render_html(results)
+    section = page.split("<h2>Calibration sweeps</h2>")[1].split("<h2>")[0]
+    assert section.count("<img") == 1 and page.count("<img") == 5 and "not drawn" not in page
+    assert "Calibration sweep: &lt;script&gt;" in section and EVIL not in page
+    assert "minmax with 32 samples is the smallest stable set" in section
+    # an old file (no quantization key) or blocks without a sweep: no section
+    assert "Calibration sweeps" not in render_html(schema5())
+    assert "Calibration sweeps" not in render_html({**schema5(), "quantization": {"x": {"tool": "nncf"}}})
+    # a sweep that measured nothing says so instead of a plot
+    empty = {**schema5(), "quantization": {"x": {"calibration_sweep": {"points": [], "summary": []}}}}
+    assert "Calibration sweep: x</b>: not drawn, no size and method of the sweep was measured" in render_html(empty)
+    dom, console = _chromium(_write(tmp_path, results), tmp_path / "profile")
+    assert console == []
+    assert _rendered(dom) == (5, 5)
 
 
 def test_chromium_check_catches_errors_and_broken_images(tmp_path: Path) -> None:

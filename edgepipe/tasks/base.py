@@ -220,6 +220,12 @@ class Task(ABC):
         return None
 
     @classmethod
+    def metric_budget(cls, max_quality_drop: float) -> float | None:
+        """A quality budget as an absolute drop of the first metric (what NNCF's accuracy control takes);
+        None where the drop is not one (perplexity is relative and lower is better)."""
+        return None
+
+    @classmethod
     @abstractmethod
     def gate_failures(cls, row: ResultRow, gates: Any, reference_metrics: dict[str, float]) -> list[str]:
         """This task's quality gates on one checked row (FP32 rows are held to parity, others to a budget)."""

@@ -194,6 +194,10 @@ class ClassificationTask(Task):
         return None if ref is None or acc is None else 100 * (ref - acc)
 
     @classmethod
+    def metric_budget(cls, max_quality_drop: float) -> float | None:
+        return max_quality_drop / 100
+
+    @classmethod
     def gate_failures(
         cls, row: ResultRow, gates: ClassificationGates, reference_metrics: dict[str, float]
     ) -> list[str]:

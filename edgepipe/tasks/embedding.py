@@ -107,6 +107,10 @@ class EmbeddingTask(Task):
         cos = metrics.get("cosine_mean")
         return None if cos is None else reference_metrics.get("cosine_mean", 1.0) - cos
 
+    @classmethod
+    def metric_budget(cls, max_quality_drop: float) -> float | None:
+        return max_quality_drop
+
     def __init__(self, config: EmbeddingConfig, seed: int, cache_dir: Path | None = None):
         super().__init__(config, seed, cache_dir)
         from edgepipe.text import split_documents, stdlib_documents

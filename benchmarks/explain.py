@@ -1,0 +1,280 @@
+"""``edgepipe explain``: why a model is (not) faster on a runtime, operator by operator, with the answer first.
+
+The runtime itself says what it runs (``benchmarks.ops_<runtime>``: onnxruntime's optimized graph and
+profiler, OpenVINO's runtime model and performance counters, the LiteRT interpreter's delegate nodes,
+llama.cpp's tensor types); ``benchmarks.explain_traps`` names the known traps that occur. Given the FP32
+model it came from (an artifact's parent, or ``--reference``), both are read the same way and timed in
+the same process, in turns (A B A B ...), so their ratio compares like with like; its 95% interval comes
+from the rounds, paired. ``Explanation`` is the JSON contract of ``explain --json`` (docs/explain.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from edgepipe.benchmarks.explain_traps import Finding, extensions, findings
+from edgepipe.benchmarks.op_report import OpReport
+
+EXPLAIN_SCHEMA_VERSION: Literal[1] = 1
+READERS = {
+    "onnxruntime": "ops_onnxruntime",
+    "openvino": "ops_openvino",
+    "litert": "ops_litert",
+    "llama.cpp": "ops_llamacpp",
+}
+ROUNDS = 7
+CAUSE_SHARE = 0.05  # a trap that costs at least this share of the operator time leads the answer
+SECONDS_PER_TURN = 0.25
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Cpu(_Strict):
+    model: str
+    arch: str
+    extensions: list[str]
+    notes: list[str]
+
+
+class Latency(_Strict):
+    """Both models timed in the same process, in turns: medians of the rounds' medians."""
+
+    model_ms: float
+    reference_ms: float | None = None
+    speedup: float | None = None  # reference / model: above 1, the model is faster
+    ci95: list[float] | None = None
+    rounds: int
+    clock: str  # the runtime's own ("InferRequest.latency") or the Python call
+
+
+class Explanation(_Strict):
+    schema_version: Literal[1] = EXPLAIN_SCHEMA_VERSION
+    answer: str  # the one line first
+    path: str
+    runtime: str
+    cpu: Cpu
+    latency: Latency | None  # None: not a tensor model (GGUF), or its inputs could not be made
+    model: OpReport
+    reference: OpReport | None
+    findings: list[Finding]
+
+
+def explain(
+    path: Path,
+    runtime: str | None = None,
+    reference: Path | None = None,
+    threads: int | None = 2,
+    batch: int = 1,
+    sequence_length: int | None = None,
+    calls: int = 20,
+    options: dict[str, Any] | None = None,
+) -> Explanation:
+    """Read ``path`` (and ``reference``) on ``runtime`` (default: the format's), time both, name the traps."""
+    from edgepipe.artifact import resolve_model_path
+    from edgepipe.environment import cpu_description
+    from edgepipe.errors import InputError
+    from edgepipe.formats import detect_format
+    from edgepipe.runtimes import default_runtime, get_runtime
+
+    model_file = resolve_model_path(path)
+    runtime = runtime or default_runtime(detect_format(model_file))
+    if runtime not in READERS:
+        raise InputError(f"--runtime: explain reads {', '.join(READERS)}, not '{runtime}'")
+    reader = importlib.import_module(f"edgepipe.benchmarks.{READERS[runtime]}")
+    ref_file = resolve_model_path(reference) if reference is not None else None
+    latency = None
+    feeds: dict[str, np.ndarray] | None = None
+    if runtime != "llama.cpp":
+        with get_runtime(runtime).load(model_file, threads=threads, options=dict(options or {})) as session:
+            from edgepipe.benchmarks.inputs import synthetic_feeds
+
+            feeds = synthetic_feeds(session.inputs, batch, sequence_length)[0]
+        latency = _latency(runtime, model_file, ref_file, feeds, threads, options)
+    report = reader.read_ops(model_file, feeds, threads, calls, dict(options or {}))
+    ref_report = reader.read_ops(ref_file, feeds, threads, calls, dict(options or {})) if ref_file else None
+    cpu = cpu_description()
+    names, notes = extensions(cpu)
+    found = findings(report, cpu, model_file)
+    return Explanation(
+        answer=answer(report, ref_report, latency, found),
+        path=str(model_file),
+        runtime=runtime,
+        cpu=Cpu(model=str(cpu["model"]), arch=str(cpu["arch"]), extensions=names, notes=notes),
+        latency=latency,
+        model=report,
+        reference=ref_report,
+        findings=found,
+    )
+
+
+def _latency(
+    runtime: str,
+    model_file: Path,
+    ref_file: Path | None,
+    feeds: dict[str, np.ndarray],
+    threads: int | None,
+    options: dict[str, Any] | None,
+) -> Latency:
+    from edgepipe.benchmarks.stats import ratio_interval
+    from edgepipe.benchmarks.timing import timed_call
+    from edgepipe.runtimes import get_runtime
+
+    files = [model_file, *([ref_file] if ref_file else [])]
+    sessions = [get_runtime(runtime).load(f, threads=threads, options=dict(options or {})) for f in files]
+    try:
+        rounds: list[list[float]] = [[] for _ in sessions]
+        for s in sessions:
+            for _ in range(10):  # warm-up: first calls allocate, pack weights, compile static shapes
+                timed_call(s, feeds)
+        for _ in range(ROUNDS):
+            for i, s in enumerate(sessions):
+                end, times = time.perf_counter() + SECONDS_PER_TURN, list[float]()
+                while len(times) < 5 or time.perf_counter() < end:
+                    times.append(timed_call(s, feeds))
+                rounds[i].append(float(np.median(times)))
+        clock = str(sessions[0].info.get("timer") or "Python call")
+    finally:
+        for s in sessions:
+            s.close()
+    out = Latency(model_ms=round(float(np.median(rounds[0])), 4), rounds=ROUNDS, clock=clock)
+    if ref_file:
+        ratio, ci = ratio_interval(rounds[1], rounds[0], paired=True)
+        out.reference_ms = round(float(np.median(rounds[1])), 4)
+        out.speedup, out.ci95 = round(ratio, 3), [round(c, 3) for c in ci] if ci else None
+    return out
+
+
+def _nominal(report: OpReport) -> str:
+    """What the model mostly computes in, by its operators' time (or count)."""
+    compute = {k: v for k, v in report.by_precision.items() if k not in ("convert", "other")}
+    return max(compute, key=lambda k: compute[k]).upper() if compute else "?"
+
+
+def answer(report: OpReport, reference: OpReport | None, latency: Latency | None, found: list[Finding]) -> str:
+    """The one line: the speed-up against FP32 (or the latency), then the largest cause."""
+    name = _nominal(report)
+    if latency and latency.speedup is not None:
+        ci = latency.ci95
+        verdict = "faster" if ci and ci[0] > 1 else "SLOWER" if ci and ci[1] < 1 else "not faster beyond the noise"
+        head = f"{name} is x{latency.speedup:.2f} against FP32 on {report.runtime} ({verdict})"
+    elif latency:
+        head = f"{name} model at {latency.model_ms:.3f} ms on {report.runtime}"
+    else:
+        head = f"{name} model on {report.runtime}"
+    timed = [f for f in found if f.share is not None and f.share >= CAUSE_SHARE]
+    if timed:
+        return f"{head}: {timed[0].message}"
+    if report.clock and report.groups:
+        top = report.groups[0]
+        main = report.by_precision.get(top.precision, 0)
+        tail = f"; {found[0].message}" if found and found[0].share is None else ""
+        return (
+            f"{head}: {main:.0%} of its operator time runs in {top.precision.upper()}, most in "
+            f"{top.count} {top.op_type} ({top.share or 0:.0%}){tail}"
+        )
+    shares = report.by_precision
+    what = "time" if report.clock else ("weight bytes" if report.runtime == "llama.cpp" else "operators")
+    split = ", ".join(f"{v:.0%} {k.upper()}" for k, v in sorted(shares.items(), key=lambda kv: -kv[1]) if v >= 0.01)
+    tail = f"; {found[0].message}" if found else ""
+    return f"{head}: {what} by precision {split}{tail}"
+
+
+def render(e: Explanation, top: int = 8) -> str:
+    """The answer, then the detail under it: CPU, time by precision, operator groups side by side, traps."""
+    lines = [e.answer, ""]
+    lines.append(f"CPU: {e.cpu.model} ({e.cpu.arch}); extensions: {', '.join(e.cpu.extensions) or 'none known'}")
+    lines += [f"  - {n}" for n in e.cpu.notes]
+    if e.latency:
+        lat = e.latency
+        ref = f", FP32 {lat.reference_ms:.3f} ms" if lat.reference_ms is not None else ""
+        ci = f" [{lat.ci95[0]:.2f}, {lat.ci95[1]:.2f}]" if lat.ci95 else ""
+        ratio = f", x{lat.speedup:.2f}{ci}" if lat.speedup is not None else ""
+        lines.append(f"Latency ({lat.rounds} rounds in turns, {lat.clock}): {lat.model_ms:.3f} ms{ref}{ratio}")
+    for label, rep in (("this model", e.model), ("FP32 reference", e.reference)):
+        if rep is None:
+            continue
+        unit = "time" if rep.clock else "count"
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(rep.by_precision.items(), key=lambda kv: -kv[1]))
+        total = f"{rep.ops_ms:.3f} ms of operators per call, " if rep.ops_ms else ""
+        lines += ["", f"{label}: {total}{unit} by precision: {shares}  ({rep.clock or 'no per-operator clock'})"]
+        for g in rep.groups[:top]:
+            ms = f"{g.ms:8.3f} ms {g.share:5.0%}" if g.ms is not None and g.share is not None else " " * 17
+            kernels = f"  [{', '.join(g.kernels[:2])}]" if g.kernels else ""
+            lines.append(f"  {g.op_type:28} {g.precision:8} x{g.count:<4} {ms}{kernels}")
+    if e.findings:
+        lines += ["", "Traps found:"] + [f"  - [{f.code}] {f.message}" for f in e.findings]
+    for title, places in (
+        ("Float ops between quantized ones", e.model.float_between_quantized),
+        ("Q/DQ left unfused", e.model.unfused_qdq),
+        ("Not delegated", e.model.not_delegated),
+    ):
+        if places:
+            lines += ["", f"{title} ({len(places)}):"]
+            for p in places[:top]:
+                ms = f" {p.ms:.3f} ms" if p.ms is not None else ""
+                lines.append(
+                    f"  {p.node} ({p.op_type}, {p.precision}{ms}): {'/'.join(p.before)} -> {'/'.join(p.after)}"
+                )
+            if len(places) > top:
+                lines.append(f"  ... and {len(places) - top} more")
+    return "\n".join(lines)
+
+
+def explain_rows(rows: list[Any], calls: int = 10, log: Any = None) -> dict[str, dict[str, Any]]:
+    """The run report's explanations: for every quantized or reduced-precision row that ran (its first point
+    only), what its runtime runs it as and against its FP32 row's file on the same runtime; the speed-up is
+    the run's own (``vs_fp32``, measured in fresh processes), not timed again. Keyed by the row's label; a
+    row that cannot be read gets its one-line reason instead."""
+    from edgepipe.benchmarks.inputs import synthetic_feeds
+    from edgepipe.benchmarks.report import fp32_baseline
+    from edgepipe.environment import cpu_description
+    from edgepipe.errors import first_line
+    from edgepipe.runtimes import get_runtime
+
+    cpu = cpu_description()
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        precision = row.session.get("inference_precision")
+        reduced = row.artifact.precision not in (None, "fp32") or precision in ("bf16", "f16")
+        if row.status != "ok" or not reduced or row.runtime not in READERS or row.label in out:
+            continue
+        options = {"inference_precision": precision} if row.runtime == "openvino" and precision else {}
+        base = fp32_baseline(row, rows)
+        reader = importlib.import_module(f"edgepipe.benchmarks.{READERS[row.runtime]}")
+        path = Path(row.artifact.path)
+        try:
+            feeds = None
+            if row.runtime != "llama.cpp":
+                with get_runtime(row.runtime).load(path, threads=row.threads, options=dict(options)) as session:
+                    feeds = synthetic_feeds(session.inputs, row.batch_size or 1, row.sequence_length)[0]
+            report = reader.read_ops(path, feeds, row.threads, calls, dict(options))
+            reference = None
+            if base is not None and base.artifact.path and row.runtime != "llama.cpp":
+                reference = reader.read_ops(Path(base.artifact.path), feeds, row.threads, calls, {})
+        except Exception as e:  # the explanation is a reading aid: a failure is said, the run goes on
+            out[row.label] = {"error": first_line(e)}
+            continue
+        found = findings(report, cpu, path)
+        vs = row.vs_fp32
+        latency = None
+        if vs is not None and row.latency_ms is not None:
+            latency = Latency(
+                model_ms=row.latency_ms.median, speedup=vs.ratio, ci95=vs.ci95, rounds=0, clock="the run's processes"
+            )
+        out[row.label] = {
+            "answer": answer(report, reference, latency, found),
+            "model": report.model_dump(mode="json"),
+            "reference": reference.model_dump(mode="json") if reference else None,
+            "findings": [f.model_dump(mode="json") for f in found],
+        }
+        if log:
+            log(f"[explain] {row.label}: {out[row.label]['answer']}")
+    return out

@@ -1,0 +1,136 @@
+"""Per-quantizer blame and the quality budget, on a real CNN with one deliberately fragile activation.
+
+The tiny recipe's FP32 CNN gets one tensor with a huge outlier: ``x + c - c`` after its first ReLU, where
+``c`` is zero but for one element of 1e4. The model computes the same function, but a per-tensor INT8
+scale for ``x + c`` leaves no levels for the small values: onnxruntime's static INT8 wrecks it. The blame
+must name that tensor first, and its fix must restore the accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from edgepipe.blame import Blame, Suspect, sqnr_db
+from edgepipe.export import onnx as onnx_backend
+from edgepipe.export.onnx import OrtStaticQuant
+from edgepipe.search import quantize_to_bar
+from edgepipe.stage import StageContext
+from edgepipe.tasks import task_class
+
+FRAGILE = "fragile"
+
+
+def _fragile(fp32: Any, folder: Path) -> Any:
+    """A copy of the FP32 artifact whose model adds and removes an outlier after its first ReLU (a stand-in
+    artifact: the same manifest, its own file and hash)."""
+    model = onnx.load(str(fp32.model_file))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    x = relu.output[0]
+    readers = [n for n in model.graph.node if x in n.input]
+    channels = 64  # ample: the constant broadcasts over the batch and the spatial dims
+    shapes = {v.name: v for v in model.graph.value_info}
+    if x in shapes:
+        channels = shapes[x].type.tensor_type.shape.dim[1].dim_value or channels
+    c = np.zeros((1, channels, 1, 1), dtype=np.float32)
+    c[0, 0, 0, 0] = 1e4
+    model.graph.initializer.append(numpy_helper.from_array(c, "outlier"))
+    for node in readers:
+        for i, name in enumerate(node.input):
+            if name == x:
+                node.input[i] = "restored"
+    at = list(model.graph.node).index(relu) + 1
+    model.graph.node.insert(at, helper.make_node("Add", [x, "outlier"], [FRAGILE], name="add_outlier"))
+    model.graph.node.insert(at + 1, helper.make_node("Sub", [FRAGILE, "outlier"], ["restored"], name="remove_outlier"))
+    onnx.checker.check_model(model)
+    path = folder / "model.onnx"
+    onnx.save(model, str(path))
+    return SimpleNamespace(model_file=path, sha256=f"fragile-{fp32.sha256}", manifest=fp32.manifest)
+
+
+@pytest.fixture(scope="module")
+def fragile(exported, tmp_path_factory):
+    return _fragile(exported[("onnx", "fp32")], tmp_path_factory.mktemp("fragile"))
+
+
+def _gated(stage_context: StageContext, **gates: Any) -> StageContext:
+    gate = task_class("classification").Gates.model_validate(gates) if gates else None
+    return StageContext(stage_context.task, stage_context.seed, gates=gate)
+
+
+def _test_accuracy(path: Path, ctx: StageContext, parent: Any) -> float:
+    from edgepipe.benchmarks.harness import Evaluation, evaluate
+    from edgepipe.runtimes import get_runtime
+
+    data = ctx.task.eval_set(ctx.preprocessor(parent), split="test")
+    with get_runtime("onnxruntime").load(path, threads=2) as session:
+        return float(evaluate(session, Evaluation(type(ctx.task), data))[0]["accuracy"])
+
+
+def test_the_fragile_activation_is_blamed_first_and_its_fix_restores_the_accuracy(fragile, stage_context, tmp_path):
+    ctx = _gated(stage_context, quantized_max_accuracy_drop=0.02, quantized_min_top1_agreement=0.9)
+    shipped = quantize_to_bar(onnx_backend.quantize, {"model": fragile}, OrtStaticQuant(), tmp_path, ctx)
+    search = shipped.quantization["search"]
+    first = search["attempts"][0]
+    assert first["failures"], "the outlier must wreck the default INT8 model"
+    blame = first["blame"]
+    assert blame["ranked"][0]["tensor"] == FRAGILE
+    assert blame["ranked"][0]["output_gain_db"] > 10  # leaving that one quantizer out restores the output
+    assert "add_outlier" in blame["ranked"][0]["nodes"]
+    assert blame["tool"] == "onnxruntime.quantization.qdq_loss_debug" and blame["split"] == "calibration"
+    # The fix the blame proposed was applied and re-measured, and it meets the bar.
+    assert search["met_bar"] and search["chosen"] > 0
+    fix = search["attempts"][search["chosen"]]
+    assert "Add" not in fix["changes"].get("op_types", ["Add"]) or "add_outlier" in fix["changes"]["exclude_nodes"]
+    before, after = first["metrics"]["accuracy"], fix["metrics"]["accuracy"]
+    assert after - before > 0.2 and after >= search["reference_metrics"]["accuracy"] - 0.02
+
+
+def test_a_quality_budget_is_held_on_the_test_split(fragile, stage_context, tmp_path):
+    """No gates, only a budget: the shipped model's accuracy drop on the test split stays within it."""
+    budget = 1.0  # accuracy points
+    ctx = _gated(stage_context)
+    shipped = quantize_to_bar(
+        onnx_backend.quantize, {"model": fragile}, OrtStaticQuant(max_quality_drop=budget), tmp_path, ctx
+    )
+    search = shipped.quantization["search"]
+    assert search["met_bar"] and search["max_quality_drop"] == budget
+    assert search["drop_unit"] == "accuracy points"
+    chosen = search["attempts"][search["chosen"]]
+    assert chosen["drop"] <= budget
+    reference = _test_accuracy(fragile.model_file, ctx, fragile)
+    quantized = _test_accuracy(tmp_path / shipped.primary, ctx, fragile)
+    assert 100 * (reference - quantized) <= budget
+    within = [a for a in search["attempts"] if not a["failures"]]
+    if len(within) > 1:  # the faster options were measured side by side
+        assert all("latency_ms" in a and "speedup" in a for a in within)
+
+
+def test_sqnr_and_ranking():
+    x = np.linspace(-1, 1, 101)
+    assert sqnr_db(x, x) == float("inf")
+    assert sqnr_db(x, x + 0.01) == pytest.approx(10 * np.log10(np.sum(x**2) / (101 * 1e-4)))
+    assert sqnr_db(np.zeros(3), np.ones(3)) == float("-inf")
+    assert np.isnan(sqnr_db(np.array([np.inf]), np.array([0.0])))
+    b = Blame(
+        [
+            Suspect("quiet", ["q"], float("inf"), None),  # adds no noise: never a suspect
+            Suspect("local", ["l"], 5.0, None),
+            Suspect("small", ["s1", "s2"], 30.0, 0.5),
+            Suspect("big", ["b", "s2"], 20.0, 12.0),
+        ],
+        "tool",
+        3.0,
+        8,
+        1.0,
+    )
+    assert [s.tensor for s in b.suspects] == ["big", "small", "local"]
+    assert b.kept_in_float(2) == ["b", "s2", "s1"]
+    record = b.record()
+    assert record["ranked"][0]["output_gain_db"] == 12.0 and record["quantizers"] == 3
