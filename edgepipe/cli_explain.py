@@ -31,9 +31,8 @@ def fp32_parent(model: str) -> Path | None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from edgepipe.benchmarks.explain import explain, render
-
     from edgepipe.artifact import resolve_model_path
+    from edgepipe.benchmarks.explain import explain, render
     from edgepipe.formats import detect_format
     from edgepipe.runtimes import default_runtime
 
