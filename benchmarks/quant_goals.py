@@ -37,11 +37,11 @@ def _run(recipe: dict[str, Any], out: Path) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    done = subprocess.run(
-        [sys.executable, "-m", "edgepipe.cli", "run", str(path), "--out", str(out / "run")], check=False
-    )
+    with (out / "run.log").open("w") as log:
+        argv = [sys.executable, "-m", "edgepipe.cli", "run", str(path), "--out", str(out / "run")]
+        done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False)
     if done.returncode not in (0, 4):
-        raise SystemExit(f"edgepipe run {path} failed with exit code {done.returncode}")
+        raise SystemExit(f"edgepipe run {path} failed with exit code {done.returncode} (see {out / 'run.log'})")
     return json.loads((out / "run" / "results.json").read_text())
 
 
