@@ -1,4 +1,4 @@
-"""Per-quantizer blame and the quality budget, on a real CNN with one deliberately fragile activation.
+"""Per-quantizer blame, on a real CNN with one deliberately fragile activation.
 
 The tiny recipe's FP32 CNN gets one tensor with a huge outlier: ``x + c - c`` after its first ReLU, where
 ``c`` is zero but for one element of 1e4. The model computes the same function, but a per-tensor INT8
@@ -64,15 +64,6 @@ def _gated(stage_context: StageContext, **gates: Any) -> StageContext:
     return StageContext(stage_context.task, stage_context.seed, gates=gate)
 
 
-def _test_accuracy(path: Path, ctx: StageContext, parent: Any) -> float:
-    from edgepipe.benchmarks.harness import Evaluation, evaluate
-    from edgepipe.runtimes import get_runtime
-
-    data = ctx.task.eval_set(ctx.preprocessor(parent), split="test")
-    with get_runtime("onnxruntime").load(path, threads=2) as session:
-        return float(evaluate(session, Evaluation(type(ctx.task), data))[0]["accuracy"])
-
-
 def test_the_fragile_activation_is_blamed_first_and_its_fix_restores_the_accuracy(fragile, stage_context, tmp_path):
     ctx = _gated(stage_context, quantized_max_accuracy_drop=0.02, quantized_min_top1_agreement=0.9)
     shipped = quantize_to_bar(onnx_backend.quantize, {"model": fragile}, OrtStaticQuant(), tmp_path, ctx)
@@ -90,26 +81,6 @@ def test_the_fragile_activation_is_blamed_first_and_its_fix_restores_the_accurac
     assert "Add" not in fix["changes"].get("op_types", ["Add"]) or "add_outlier" in fix["changes"]["exclude_nodes"]
     before, after = first["metrics"]["accuracy"], fix["metrics"]["accuracy"]
     assert after - before > 0.2 and after >= search["reference_metrics"]["accuracy"] - 0.02
-
-
-def test_a_quality_budget_is_held_on_the_test_split(fragile, stage_context, tmp_path):
-    """No gates, only a budget: the shipped model's accuracy drop on the test split stays within it."""
-    budget = 1.0  # accuracy points
-    ctx = _gated(stage_context)
-    shipped = quantize_to_bar(
-        onnx_backend.quantize, {"model": fragile}, OrtStaticQuant(max_quality_drop=budget), tmp_path, ctx
-    )
-    search = shipped.quantization["search"]
-    assert search["met_bar"] and search["max_quality_drop"] == budget
-    assert search["drop_unit"] == "accuracy points"
-    chosen = search["attempts"][search["chosen"]]
-    assert chosen["drop"] <= budget
-    reference = _test_accuracy(fragile.model_file, ctx, fragile)
-    quantized = _test_accuracy(tmp_path / shipped.primary, ctx, fragile)
-    assert 100 * (reference - quantized) <= budget
-    within = [a for a in search["attempts"] if not a["failures"]]
-    if len(within) > 1:  # the faster options were measured side by side
-        assert all("latency_ms" in a and "speedup" in a for a in within)
 
 
 def test_sqnr_and_ranking():
