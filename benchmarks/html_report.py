@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from edgepipe.benchmarks.html_explain import explain_section
+from edgepipe.benchmarks.html_page import CSP, HOW_TO_READ, SCRIPT, STYLE
 from edgepipe.benchmarks.report import columns
 from edgepipe.errors import InputError, UnavailableError
 from edgepipe.files import atomic_write_text
@@ -33,29 +34,6 @@ if TYPE_CHECKING:
 
 # A figure, its alt text and its caption; or, as a plain string, why the plot is left out.
 Plot = tuple["Figure", str, str]
-
-_STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:12px}th,td{border:1px solid #ccc;padding:2px 6px;text-align:left}
-th{background:#f2f2f2}tr.failed td,tr.unavailable td,tr.unsupported td{color:#999}
-figure{margin:1.5em 0}img{max-width:100%}figcaption,.missing{color:#555;font-size:13px}.machine{color:#444}"""
-
-# Counts the images that decoded, for a headless browser to read back from the dumped DOM.
-_SCRIPT = """window.addEventListener("load", function () {
-  var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; });
-  document.body.dataset.plotsRendered = String(ok.length);
-  document.body.dataset.plotsTotal = String(imgs.length);
-});"""
-
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
-
-_HOW_TO_READ = (
-    "Latency is per call at the batch size shown, after warm-up, pooled over every timed run of every fresh "
-    "process. Its 95% interval (and a speed-up's) is built across processes, the variation that moves a "
-    "figure from one run to the next, when there were two or more; with one process it only describes that "
-    "process's runs. A speed-up is baseline median / this median (&gt; 1: faster); (n.s.) means its interval "
-    "includes 1, so this run cannot tell the two apart. Compare figures within one run only."
-)
 
 
 def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[int]:
@@ -380,9 +358,9 @@ def render_html(results: dict[str, Any]) -> str:
         [
             "<!doctype html>",
             '<html lang="en"><head><meta charset="utf-8">',
-            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
             f"<title>edgepipe report: {e(recipe)} ({e(run_id)})</title>",
-            f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>",
+            f"<style>{STYLE}</style><script>{SCRIPT}</script></head><body>",
             f"<h1>edgepipe report: {e(recipe)}</h1>",
             f"<p>Run <code>{e(run_id)}</code>; task {e(task.get('kind', '?'))} ({e(task.get('name') or '?')}).</p>",
             f'<p class="machine">{e(_machine(results, rows))}</p>',
@@ -392,7 +370,7 @@ def render_html(results: dict[str, Any]) -> str:
             *(["<h2>Calibration sweeps</h2>", *(_img(p, title) for p, title in sweeps)] if sweeps else []),
             explain_section(results),
             *([f"<h2>Notes</h2><ul>{notes}</ul>"] if notes else []),
-            f"<h2>How to read this</h2><p>{_HOW_TO_READ}</p>",
+            f"<h2>How to read this</h2><p>{HOW_TO_READ}</p>",
             "</body></html>",
             "",
         ]

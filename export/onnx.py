@@ -23,11 +23,10 @@ from edgepipe.tensors import with_ranges
 MODEL_FILE = "model.onnx"
 # The operators that do the arithmetic INT8 is for: what a restricted quantization quantizes.
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
-# Blame (export.onnx_blame): calibration samples, how many single quantizers are measured at the output
-# (the locally worst first), and the gain at the output from which a fix keeps quantizers in float.
+# Blame (export.onnx_blame): calibration samples, and how many single quantizers are measured at the
+# output (the locally worst first).
 BLAME_SAMPLES = 8
 BLAME_MEASURED = 64
-GROUP_GAIN_DB = 1.0
 
 
 class _OrtQuant(QuantizeConfig):
@@ -125,12 +124,13 @@ class OrtStaticQuant(_OrtQuant):
         return blame(parent.model_file, quantized, ctx.calibration_feeds(parent, 1, BLAME_SAMPLES), BLAME_MEASURED)
 
     def alternatives(self, parent: Any, ctx: StageContext, blame: Blame | None = None) -> Iterator[QuantizeConfig]:
-        """With this configuration's blame, the fixes it proposes (``_fixes``). Without one: first only the
-        matrix products and convolutions (a quantized Add, Softmax or attention-mask path is what collapses
-        a transformer), then with percentile calibration, then the outlier layers kept in float as the
-        dynamic quantizer's alternatives do."""
+        """With this configuration's blame, the fixes it proposes (``export.onnx_blame.fixes``). Without:
+        only the matrix products and convolutions (a quantized Add, Softmax or attention-mask path collapses
+        a transformer), percentile calibration, then the outlier layers kept in float."""
         if blame is not None:
-            yield from _fixes(self, blame)
+            from edgepipe.export.onnx_blame import fixes
+
+            yield from fixes(self, blame)
             return
         base = self
         if self.op_types is None:
@@ -148,26 +148,9 @@ class OrtStaticQuant(_OrtQuant):
             yield self.model_copy(update={"quant_format": "qoperator"})
 
 
-def _fixes(config: OrtStaticQuant, blame: Blame) -> Iterator[QuantizeConfig]:
-    """What a blame proposes, cheapest change first: the quantizers of the tensors one operator type makes
-    left out together when they cost the most at the output (at least ``GROUP_GAIN_DB``), by keeping the
-    non-compute nodes that quantize them in float (MatMul, Gemm and Conv stay INT8: their arithmetic is
-    the point); then every single quantizer that costs at least ``GROUP_GAIN_DB`` kept in float at once
-    (their producers and readers); then the worst 1, 2, 4 and 8; then percentile calibration."""
-    group = blame.groups[0] if blame.groups else None
-    if group is not None and (group.output_gain_db or 0) >= GROUP_GAIN_DB and group.nodes:
-        keep = [n for n in group.nodes if n not in config.exclude_nodes]
-        yield config.model_copy(update={"exclude_nodes": [*config.exclude_nodes, *keep]})
-    costly = sum((s.output_gain_db or 0) >= GROUP_GAIN_DB for s in blame.suspects)
-    for k in dict.fromkeys([costly, 1, 2, 4, 8]):
-        if 0 < k <= len(blame.suspects):
-            keep = [n for n in blame.kept_in_float(k) if n not in config.exclude_nodes]
-            yield config.model_copy(update={"exclude_nodes": [*config.exclude_nodes, *keep]})
-    if config.calibrate_method == "minmax":
-        yield config.model_copy(update={"calibrate_method": "percentile"})
-
-
 def _keeping_outliers(base: _OrtQuant, parent: Any, ctx: StageContext) -> Iterator[QuantizeConfig]:
+    from edgepipe.export.onnx_blame import outlier_ranking
+
     ranked = [
         n
         for n in outlier_ranking(parent.model_file, ctx.calibration_feeds(parent, 1, 8))
@@ -390,29 +373,6 @@ def _quantize(parent: Any, prepared: Path, config: _OrtQuant, out_dir: Path, ctx
             **quantization_summary(path),
         },
     )
-
-
-def outlier_ranking(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[str]:
-    """The weighted compute nodes (MatMul, Gemm, Conv with a constant weight) of an FP32 model, most
-    outlier-prone input first (``edgepipe.search.rank_by_outliers``), read with onnxruntime."""
-    import onnx
-    import onnxruntime as ort
-    from onnx import helper
-
-    from edgepipe.search import rank_by_outliers
-
-    model = onnx.load(str(path))
-    constants = {i.name for i in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.op_type in COMPUTE_OPS and len(n.input) > 1 and n.input[1] in constants]
-    wanted = list(dict.fromkeys(n.input[0] for n in nodes))
-    known = {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
-    model.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in wanted if t not in known)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    samples = (dict(zip(names, session.run(None, feed), strict=True)) | feed for feed in feeds)
-    return rank_by_outliers(samples, {n.name: n.input[0] for n in nodes})
 
 
 def _qtype(name: str) -> Any:

@@ -30,6 +30,8 @@ from edgepipe.blame import Blame, Suspect, sqnr_db
 Feeds = dict[str, np.ndarray]
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
+# The cost at the output (dB) from which a fix keeps quantizers in float.
+GROUP_GAIN_DB = 1.0
 TOOL = "onnxruntime.quantization.qdq_loss_debug"
 
 
@@ -168,3 +170,45 @@ def blame(float_path: Path, quantized_path: Path, feeds: list[Feeds], measured: 
 def _touches_qdq(node: Any, pairs: dict[str, tuple[Any, list[Any]]]) -> bool:
     dequantized = {dq.output[0] for _, dqs in pairs.values() for dq in dqs}
     return any(i in dequantized for i in node.input) or any(o in pairs for o in node.output)
+
+
+def fixes(config: Any, blame: Blame) -> Iterator[Any]:
+    """What a blame proposes, cheapest change first: the quantizers of the tensors one operator type makes
+    left out together when they cost the most at the output (at least ``GROUP_GAIN_DB``), by keeping the
+    non-compute nodes that quantize them in float (MatMul, Gemm and Conv stay INT8: their arithmetic is
+    the point); then every single quantizer that costs at least ``GROUP_GAIN_DB`` kept in float at once
+    (their producers and readers); then the worst 1, 2, 4 and 8; then percentile calibration."""
+    group = blame.groups[0] if blame.groups else None
+    if group is not None and (group.output_gain_db or 0) >= GROUP_GAIN_DB and group.nodes:
+        keep = [n for n in group.nodes if n not in config.exclude_nodes]
+        yield config.model_copy(update={"exclude_nodes": [*config.exclude_nodes, *keep]})
+    costly = sum((s.output_gain_db or 0) >= GROUP_GAIN_DB for s in blame.suspects)
+    for k in dict.fromkeys([costly, 1, 2, 4, 8]):
+        if 0 < k <= len(blame.suspects):
+            keep = [n for n in blame.kept_in_float(k) if n not in config.exclude_nodes]
+            yield config.model_copy(update={"exclude_nodes": [*config.exclude_nodes, *keep]})
+    if config.calibrate_method == "minmax":
+        yield config.model_copy(update={"calibrate_method": "percentile"})
+
+
+def outlier_ranking(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[str]:
+    """The weighted compute nodes (MatMul, Gemm, Conv with a constant weight) of an FP32 model, most
+    outlier-prone input first (``edgepipe.search.rank_by_outliers``), read with onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    from edgepipe.search import rank_by_outliers
+
+    model = onnx.load(str(path))
+    constants = {i.name for i in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type in COMPUTE_OPS and len(n.input) > 1 and n.input[1] in constants]
+    wanted = list(dict.fromkeys(n.input[0] for n in nodes))
+    known = {o.name for o in model.graph.output} | {i.name for i in model.graph.input}
+    model.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in wanted if t not in known)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    samples = (dict(zip(names, session.run(None, feed), strict=True)) | feed for feed in feeds)
+    return rank_by_outliers(samples, {n.name: n.input[0] for n in nodes})

@@ -13,7 +13,8 @@ import pytest
 from onnx import helper, numpy_helper
 
 from edgepipe.configs import QuantizeConfig
-from edgepipe.export.onnx import outlier_ranking, read_io_spec
+from edgepipe.export.onnx import read_io_spec
+from edgepipe.export.onnx_blame import outlier_ranking
 from edgepipe.search import MAX_ATTEMPTS, quantize_to_bar, summary
 from edgepipe.stage import StageContext
 from edgepipe.store import StageOutput
