@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 from pydantic import Field
 
 from edgepipe.configs import CalibrationSweep, QuantizeConfig, Section, TargetConfig, short_hash
 from edgepipe.errors import converting
-from edgepipe.export.openvino_inspect import COMPUTE_OPS, quantization_summary
+from edgepipe.export.openvino_inspect import quantization_summary
 from edgepipe.stage import StageContext
 from edgepipe.store import Parents, StageOutput
 from edgepipe.tensors import TensorSpec, with_ranges
@@ -78,16 +77,32 @@ class NncfQuant(QuantizeConfig):
         None, ge=0, le=1, description="SmoothQuant's alpha for matrix products (default: NNCF's own)"
     )
 
+    def blame(self, parent: Any, quantized: Path, ctx: StageContext) -> Any:
+        """Each activation FakeQuantize's cost at the output, on 8 calibration samples (``export.openvino_blame``)."""
+        from edgepipe.export.openvino_blame import blame
+
+        return blame(parent.model_file, quantized, ctx.calibration_feeds(parent, 1, 8), 64)
+
     def alternatives(self, parent: Any, ctx: StageContext, blame: Any = None) -> Iterator[QuantizeConfig]:
         """NNCF's transformer scheme if not asked for; the other bias correction (fast, or full: full kept
         the digits CNN's accuracy where fast lost 0.8 points, while on MiniLM fast kept cosine 0.997 where
-        full gave 0.993; every layer stays INT8 either way); then the matrix products whose inputs have
+        full gave 0.993; every layer stays INT8 either way); then the fixes this configuration's blame
+        proposes (``export.openvino_blame.fixes``), or without one, the matrix products whose inputs have
         the largest outliers kept in float, 1 to 3 of them, fewest first; then the mixed preset."""
         base = self
         if self.model_type is None and _has_attention(parent.model_file):
             base = self.model_copy(update={"model_type": "transformer"})
             yield base
         yield base.model_copy(update={"fast_bias_correction": not base.fast_bias_correction})
+        if blame is not None:
+            from edgepipe.export.openvino_blame import fixes
+
+            yield from fixes(self, blame)
+            if base.preset == "performance":
+                yield base.model_copy(update={"preset": "mixed"})
+            return
+        from edgepipe.export.openvino_blame import outlier_ranking
+
         scope = base.ignored_scope or IgnoredScope()
         ranked = [
             n for n in outlier_ranking(parent.model_file, ctx.calibration_feeds(parent, 1, 8)) if n not in scope.names
@@ -284,44 +299,6 @@ def _compress(nncf: Any, parent: Any, config: NncfWeights) -> Any:
             ratio=config.ratio if int4 else None,
             all_layers=config.all_layers if int4 else None,
         )
-
-
-def outlier_ranking(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[str]:
-    """The matrix products and convolutions with constant weights of an FP32 IR, most outlier-prone input
-    first (``edgepipe.search.rank_by_outliers``), by their names (what ``ignored_scope.names`` takes)."""
-    import openvino as ov
-
-    from edgepipe.runtimes.openvino_runtime import read_model
-    from edgepipe.search import rank_by_outliers
-
-    model = read_model(path)
-    nodes = [op for op in model.get_ordered_ops() if op.get_type_name() in COMPUTE_OPS and _constant_weight(op)]
-    sources = list({_port_key(op.input_value(0)): op.input_value(0) for op in nodes}.items())
-    # add_outputs gives each port's Result (an existing one for a port that is already an output).
-    results = model.add_outputs([port for _, port in sources])
-    position = {o.get_node().get_friendly_name(): i for i, o in enumerate(model.outputs)}
-    where = {key: position[r.get_node().get_friendly_name()] for (key, _), r in zip(sources, results, strict=True)}
-    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2})
-    request = compiled.create_infer_request()
-
-    def activations(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = request.infer(feed)
-        return {key: out[compiled.outputs[i]] for key, i in where.items()}
-
-    inputs_of = {op.get_friendly_name(): _port_key(op.input_value(0)) for op in nodes}
-    return rank_by_outliers((activations(f) for f in feeds), inputs_of)
-
-
-def _port_key(port: Any) -> str:
-    return f"{port.get_node().get_friendly_name()}:{port.get_index()}"
-
-
-def _constant_weight(op: Any) -> bool:
-    """Whether a compute op's second input is a weight (a constant, possibly converted or reshaped)."""
-    node = op.input_value(1).get_node()
-    while node.get_type_name() in ("Convert", "Reshape", "Transpose") and node.get_input_size() > 0:
-        node = node.input_value(0).get_node()
-    return bool(node.get_type_name() == "Constant")
 
 
 def _has_attention(path: Path) -> bool:

@@ -54,6 +54,42 @@ def _fragile(fp32: Any, folder: Path) -> Any:
     return SimpleNamespace(model_file=path, sha256=f"fragile-{fp32.sha256}", manifest=fp32.manifest)
 
 
+def _fragile_conv_input(fp32: Any, folder: Path) -> Any:
+    """A copy of the FP32 artifact whose second convolution reads its input plus one element of 1e4, its
+    output corrected by that element's own convolution: the same function, but a convolution input that
+    no per-tensor INT8 scale can hold (OpenVINO's NNCF quantizes convolution inputs, not a lone Add)."""
+    import onnxruntime as ort
+
+    model = onnx.load(str(fp32.model_file))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][1]
+    x, weight, y = conv.input[0], conv.input[1], conv.output[0]
+    _, channels, height, width = shapes[x]
+    c = np.zeros((1, channels, height, width), dtype=np.float32)
+    c[0, 0, 0, 0] = 1e4
+    w = next(i for i in model.graph.initializer if i.name == weight)
+    alone = helper.make_graph(
+        [helper.make_node("Conv", ["c", weight], ["k"], name="k")],
+        "k",
+        [helper.make_tensor_value_info("c", onnx.TensorProto.FLOAT, list(c.shape))],
+        [helper.make_tensor_value_info("k", onnx.TensorProto.FLOAT, None)],
+        [w],
+    )
+    alone.node[0].attribute.extend(conv.attribute)
+    opset = [helper.make_opsetid("", 17)]
+    k = ort.InferenceSession(helper.make_model(alone, opset_imports=opset).SerializeToString()).run(None, {"c": c})[0]
+    model.graph.initializer.extend([numpy_helper.from_array(c, "outlier"), numpy_helper.from_array(k, "its_conv")])
+    at = list(model.graph.node).index(conv)
+    conv.input[0], conv.output[0] = FRAGILE, "with_outlier"
+    model.graph.node.insert(at, helper.make_node("Add", [x, "outlier"], [FRAGILE], name="add_outlier"))
+    model.graph.node.insert(at + 2, helper.make_node("Sub", ["with_outlier", "its_conv"], [y], name="remove_outlier"))
+    onnx.checker.check_model(model)
+    path = folder / "model.onnx"
+    onnx.save(model, str(path))
+    return SimpleNamespace(model_file=path, sha256=f"fragile-conv-{fp32.sha256}", manifest=fp32.manifest), conv.name
+
+
 @pytest.fixture(scope="module")
 def fragile(exported, tmp_path_factory):
     return _fragile(exported[("onnx", "fp32")], tmp_path_factory.mktemp("fragile"))
@@ -105,3 +141,35 @@ def test_sqnr_and_ranking():
     assert b.kept_in_float(2) == ["b", "s2", "s1"]
     record = b.record()
     assert record["ranked"][0]["output_gain_db"] == 12.0 and record["quantizers"] == 3
+
+
+def test_openvino_blames_the_fakequantize_on_the_fragile_convolution_input_and_ignoring_it_restores_accuracy(
+    exported, stage_context, tmp_path
+):
+    ov = pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    from edgepipe.export import openvino as openvino_backend
+    from edgepipe.export.openvino import NncfQuant
+
+    onnx_parent, conv = _fragile_conv_input(exported[("onnx", "fp32")], tmp_path)
+    (tmp_path / "ir").mkdir()
+    ov.save_model(
+        ov.convert_model(str(onnx_parent.model_file)), str(tmp_path / "ir" / "model.xml"), compress_to_fp16=False
+    )
+    manifest = onnx_parent.manifest.model_copy(update={"format": "openvino"})
+    parent = SimpleNamespace(
+        model_file=tmp_path / "ir" / "model.xml", sha256=f"ir-{onnx_parent.sha256}", manifest=manifest
+    )
+    ctx = _gated(stage_context, quantized_max_accuracy_drop=0.02, quantized_min_top1_agreement=0.9)
+    (tmp_path / "q").mkdir()
+    shipped = quantize_to_bar(openvino_backend.quantize, {"model": parent}, NncfQuant(), tmp_path / "q", ctx)
+    search = shipped.quantization["search"]
+    first = search["attempts"][0]
+    assert first["failures"], "the outlier must wreck NNCF's default INT8 model"
+    worst = first["blame"]["ranked"][0]
+    # OpenVINO names the converted convolution after the ONNX node ("node_Conv_42/WithoutBiases").
+    assert worst["output_gain_db"] > 10 and any(n.startswith(conv) for n in worst["nodes"])
+    assert search["met_bar"]
+    fix = search["attempts"][search["chosen"]]
+    assert any(n.startswith(conv) for n in fix["changes"]["ignored_scope"]["names"])
+    assert fix["metrics"]["accuracy"] - first["metrics"]["accuracy"] > 0.2

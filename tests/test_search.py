@@ -139,7 +139,7 @@ def test_the_layer_whose_input_has_an_outlier_ranks_first_on_onnx_and_openvino(t
     assert outlier_ranking(tmp_path / "m.onnx", feeds) == ["second", "first"]
 
     ov = pytest.importorskip("openvino")
-    from edgepipe.export.openvino import outlier_ranking as ov_ranking
+    from edgepipe.export.openvino_blame import outlier_ranking as ov_ranking
 
     model = ov.convert_model(str(tmp_path / "m.onnx"))
     ov.save_model(model, str(tmp_path / "m.xml"), compress_to_fp16=False)
