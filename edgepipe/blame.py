@@ -103,6 +103,14 @@ class Blame:
             ],
         }
 
+    def costly(self, share: float = 0.25, floor_db: float = 0.1) -> int:
+        """How many of the worst suspects cost at least ``share`` of the worst one's gain (and ``floor_db``):
+        the quantizers a fix leaves out together when the loss is spread over many of them."""
+        gains = [s.output_gain_db for s in self.suspects if s.output_gain_db is not None]
+        if not gains or gains[0] < floor_db:
+            return 0
+        return sum(g >= max(floor_db, share * gains[0]) for g in gains)
+
     def kept_in_float(self, k: int) -> list[str]:
         """The nodes to keep in float to leave the ``k`` worst quantizers out, in ranking order."""
         nodes: list[str] = []

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from edgepipe.store import Parents, StageOutput
 
 # At most this many configurations per quantize step (each is a quantization and a scoring).
-MAX_ATTEMPTS = 10
+MAX_ATTEMPTS = 12
 THREADS = 2
 
 Quantize = Callable[["Parents", Any, Path, "StageContext"], "StageOutput"]

@@ -176,14 +176,14 @@ def fixes(config: Any, blame: Blame) -> Iterator[Any]:
     """What a blame proposes, cheapest change first: the quantizers of the tensors one operator type makes
     left out together when they cost the most at the output (at least ``GROUP_GAIN_DB``), by keeping the
     non-compute nodes that quantize them in float (MatMul, Gemm and Conv stay INT8: their arithmetic is
-    the point); then every single quantizer that costs at least ``GROUP_GAIN_DB`` kept in float at once
-    (their producers and readers); then the worst 1, 2, 4 and 8; then percentile calibration."""
+    the point); then the single quantizers that cost at least a quarter of the worst one's gain kept in
+    float at once (``Blame.costly``: their producers and readers); then the worst 1, 2, 4 and 8; then
+    percentile calibration."""
     group = blame.groups[0] if blame.groups else None
     if group is not None and (group.output_gain_db or 0) >= GROUP_GAIN_DB and group.nodes:
         keep = [n for n in group.nodes if n not in config.exclude_nodes]
         yield config.model_copy(update={"exclude_nodes": [*config.exclude_nodes, *keep]})
-    costly = sum((s.output_gain_db or 0) >= GROUP_GAIN_DB for s in blame.suspects)
-    for k in dict.fromkeys([costly, 1, 2, 4, 8]):
+    for k in dict.fromkeys([blame.costly(), 1, 2, 4, 8]):
         if 0 < k <= len(blame.suspects):
             keep = [n for n in blame.kept_in_float(k) if n not in config.exclude_nodes]
             yield config.model_copy(update={"exclude_nodes": [*config.exclude_nodes, *keep]})

@@ -139,8 +139,9 @@ def blame(float_path: Path, quantized_path: Path, feeds: list[Feeds], measured: 
 
 def fixes(config: Any, blame: Blame) -> Any:
     """What a blame proposes for ``nncf.quantize``, cheapest change first: the worst group's non-compute
-    layers in ``ignored_scope.names`` (when it costs >= 1 dB at the output); every single quantizer that
-    costs >= 1 dB left out at once (its readers ignored); then the worst 1, 2 and 4."""
+    layers in ``ignored_scope.names`` (when it costs >= 1 dB at the output); the single quantizers that
+    cost at least a quarter of the worst one's gain left out at once (``Blame.costly``: their readers
+    ignored); then the worst 1, 2 and 4."""
     from edgepipe.export.onnx_blame import GROUP_GAIN_DB
     from edgepipe.export.openvino import IgnoredScope
 
@@ -153,8 +154,7 @@ def fixes(config: Any, blame: Blame) -> Any:
     group = blame.groups[0] if blame.groups else None
     if group is not None and (group.output_gain_db or 0) >= GROUP_GAIN_DB and group.nodes:
         yield ignoring(group.nodes)
-    costly = sum((s.output_gain_db or 0) >= GROUP_GAIN_DB for s in blame.suspects)
-    for k in dict.fromkeys([costly, 1, 2, 4]):
+    for k in dict.fromkeys([blame.costly(), 1, 2, 4]):
         if 0 < k <= len(blame.suspects):
             yield ignoring(blame.kept_in_float(k))
 

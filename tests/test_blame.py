@@ -139,6 +139,9 @@ def test_sqnr_and_ranking():
     )
     assert [s.tensor for s in b.suspects] == ["big", "small", "local"]
     assert b.kept_in_float(2) == ["b", "s2", "s1"]
+    assert b.costly() == 1  # 0.5 dB is less than a quarter of 12
+    spread = Blame([Suspect(f"t{i}", [f"n{i}"], 20.0, g) for i, g in enumerate([1.6, 1.0, 0.5, 0.3])], "t", 1, 8, 1)
+    assert spread.costly() == 3 and spread.kept_in_float(spread.costly()) == ["n0", "n1", "n2"]
     record = b.record()
     assert record["ranked"][0]["output_gain_db"] == 12.0 and record["quantizers"] == 3
 
