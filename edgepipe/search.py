@@ -162,7 +162,7 @@ def _to_bar(
             if budget is None:
                 break
             sources.append(candidate.faster())
-        elif output is not None:
+        elif output is not None and not met:  # within a budget already: only faster options are tried
             _push_fixes(sources, candidate, parent, work / output.primary, attempt, ctx, first=i == 0)
         _keep_on_disk(out_dir, attempts, outputs, met, ctx)
     chosen = _choose(out_dir, attempts, outputs, met, budget, parent, ctx)
