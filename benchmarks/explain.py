@@ -91,15 +91,18 @@ def explain(
     reader = importlib.import_module(f"edgepipe.benchmarks.{READERS[runtime]}")
     ref_file = resolve_model_path(reference) if reference is not None else None
     latency = None
-    feeds: dict[str, np.ndarray] | None = None
+    files = [model_file, *([ref_file] if ref_file else [])]
+    # Each file its own synthetic inputs, same seed: a full-integer model takes int8 where FP32 takes float.
+    feeds: list[dict[str, np.ndarray] | None] = [None] * len(files)
     if runtime != "llama.cpp":
-        with get_runtime(runtime).load(model_file, threads=threads, options=dict(options or {})) as session:
-            from edgepipe.benchmarks.inputs import synthetic_feeds
+        from edgepipe.benchmarks.inputs import synthetic_feeds
 
-            feeds = synthetic_feeds(session.inputs, batch, sequence_length)[0]
-        latency = _latency(runtime, model_file, ref_file, feeds, threads, options)
-    report = reader.read_ops(model_file, feeds, threads, calls, dict(options or {}))
-    ref_report = reader.read_ops(ref_file, feeds, threads, calls, dict(options or {})) if ref_file else None
+        for i, f in enumerate(files):
+            with get_runtime(runtime).load(f, threads=threads, options=dict(options or {})) as session:
+                feeds[i] = synthetic_feeds(session.inputs, batch, sequence_length)[0]
+        latency = _latency(runtime, files, feeds, threads, options)
+    report = reader.read_ops(model_file, feeds[0], threads, calls, dict(options or {}))
+    ref_report = reader.read_ops(ref_file, feeds[1], threads, calls, dict(options or {})) if ref_file else None
     cpu = cpu_description()
     names, notes = extensions(cpu)
     found = findings(report, cpu, model_file)
@@ -116,36 +119,31 @@ def explain(
 
 
 def _latency(
-    runtime: str,
-    model_file: Path,
-    ref_file: Path | None,
-    feeds: dict[str, np.ndarray],
-    threads: int | None,
-    options: dict[str, Any] | None,
+    runtime: str, files: list[Path], feeds: list[Any], threads: int | None, options: dict[str, Any] | None
 ) -> Latency:
+    """The model (and its reference) timed in turns in this process: ROUNDS rounds of SECONDS_PER_TURN."""
     from edgepipe.benchmarks.stats import ratio_interval
     from edgepipe.benchmarks.timing import timed_call
     from edgepipe.runtimes import get_runtime
 
-    files = [model_file, *([ref_file] if ref_file else [])]
     sessions = [get_runtime(runtime).load(f, threads=threads, options=dict(options or {})) for f in files]
     try:
         rounds: list[list[float]] = [[] for _ in sessions]
-        for s in sessions:
+        for s, f in zip(sessions, feeds, strict=True):
             for _ in range(10):  # warm-up: first calls allocate, pack weights, compile static shapes
-                timed_call(s, feeds)
+                timed_call(s, f)
         for _ in range(ROUNDS):
-            for i, s in enumerate(sessions):
+            for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
                 end, times = time.perf_counter() + SECONDS_PER_TURN, list[float]()
                 while len(times) < 5 or time.perf_counter() < end:
-                    times.append(timed_call(s, feeds))
+                    times.append(timed_call(s, f))
                 rounds[i].append(float(np.median(times)))
         clock = str(sessions[0].info.get("timer") or "Python call")
     finally:
         for s in sessions:
             s.close()
     out = Latency(model_ms=round(float(np.median(rounds[0])), 4), rounds=ROUNDS, clock=clock)
-    if ref_file:
+    if len(files) > 1:
         ratio, ci = ratio_interval(rounds[1], rounds[0], paired=True)
         out.reference_ms = round(float(np.median(rounds[1])), 4)
         out.speedup, out.ci95 = round(ratio, 3), [round(c, 3) for c in ci] if ci else None
@@ -201,7 +199,7 @@ def render(e: Explanation, top: int = 8) -> str:
     for label, rep in (("this model", e.model), ("FP32 reference", e.reference)):
         if rep is None:
             continue
-        unit = "time" if rep.clock else "count"
+        unit = "time" if rep.clock else ("weight bytes" if rep.runtime == "llama.cpp" else "operator count")
         shares = ", ".join(f"{k} {v:.0%}" for k, v in sorted(rep.by_precision.items(), key=lambda kv: -kv[1]))
         total = f"{rep.ops_ms:.3f} ms of operators per call, " if rep.ops_ms else ""
         lines += ["", f"{label}: {total}{unit} by precision: {shares}  ({rep.clock or 'no per-operator clock'})"]

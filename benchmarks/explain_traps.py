@@ -124,17 +124,6 @@ def findings(report: OpReport, cpu: dict[str, Any], model_file: Path) -> list[Fi
                 nodes=[p.node for p in places][:8],
             )
         )
-    if places := report.unfused_qdq:
-        share = _share(places, report)
-        if share is None or share >= UNFUSED_SHARE:
-            out.append(
-                Finding(
-                    code="unfused_qdq",
-                    message=f"{_n(len(places), 'quantize/dequantize op')} left unfused{_percent(share)}",
-                    share=share,
-                    nodes=[p.node for p in places][:8],
-                )
-            )
     out += _openvino_bf16(report)
     if places := report.not_delegated:
         delegate = report.details.get("delegate") or {}
@@ -147,6 +136,17 @@ def findings(report: OpReport, cpu: dict[str, Any], model_file: Path) -> list[Fi
             )
         )
     out += _llama_cpp_build(report, cpu)
+    if places := report.unfused_qdq:
+        share = _share(places, report)
+        if (share is None and len(places) > 2) or (share or 0) >= UNFUSED_SHARE:
+            out.append(
+                Finding(
+                    code="unfused_qdq",
+                    message=f"{_n(len(places), 'quantize/dequantize op')} left unfused{_percent(share)}",
+                    share=share,
+                    nodes=[p.node for p in places][:8],
+                )
+            )
     return sorted(out, key=lambda f: -(f.share or 0))
 
 

@@ -86,3 +86,14 @@ def test_extensions_say_what_the_cpu_has():
     assert not any("no VNNI" in n for n in amx[1])
     arm = extensions({"arch": "aarch64", "flags": ["asimd", "asimddp", "i8mm"]})
     assert "Arm dot product (SDOT/UDOT)" in arm[0] and "Arm i8mm (SMMLA)" in arm[0]
+
+
+def test_explain_litert_says_what_xnnpack_took(exported, capsys):
+    if ("tflite", "int8") not in exported:
+        pytest.skip("no TFLite converter here")
+    e = _json(capsys, ["explain", str(exported[("tflite", "int8")].path)])
+    assert e.runtime == "litert" and e.model.clock is None and e.latency is not None
+    assert e.model.details["delegate"]["name"] == "XNNPACK" and e.reference is not None
+    assert e.reference.by_precision.get("fp32") == 1.0  # its FP32 parent, fed float where the INT8 file may take int8
+    off = _json(capsys, ["explain", str(exported[("tflite", "int8")].model_file), "--no-xnnpack"])
+    assert len(off.model.not_delegated) == sum(g.count for g in off.model.groups)
