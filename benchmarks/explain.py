@@ -151,9 +151,13 @@ def _latency(
 
 
 def _nominal(report: OpReport) -> str:
-    """What the model mostly computes in, by its operators' time (or count)."""
-    compute = {k: v for k, v in report.by_precision.items() if k not in ("convert", "other")}
-    return max(compute, key=lambda k: compute[k]).upper() if compute else "?"
+    """What the model is called by: its lowest precision that computes anything (a dynamic INT8 model
+    spends most of its time in float, and is still the INT8 model)."""
+    compute = {k for k, v in report.by_precision.items() if v > 0 and k not in ("convert", "other")}
+    ladder = [p for p in ("int4", "int8", "fp16", "bf16", "fp32") if p in compute]
+    if ladder:
+        return ladder[0].upper()
+    return max(compute, key=lambda k: report.by_precision[k]).upper() if compute else "?"  # a GGUF's types
 
 
 def answer(report: OpReport, reference: OpReport | None, latency: Latency | None, found: list[Finding]) -> str:
