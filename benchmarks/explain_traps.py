@@ -12,8 +12,11 @@ from pydantic import BaseModel, ConfigDict
 
 from edgepipe.benchmarks.op_report import OpReport, Placement
 
-# The share of a model's operator time from which Q/DQ left unfused is worth a line.
+# The share of a model's operator time from which Q/DQ left unfused, or compute kept in float, is worth a line.
 UNFUSED_SHARE = 0.05
+# Matrix products and convolutions by the runtimes' names: in an INT8 model, the arithmetic INT8 is for.
+COMPUTE_TYPES = {"MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv", "Convolution", "GroupConvolution",
+                 "FullyConnected", "FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL"}  # fmt: skip
 VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
@@ -111,6 +114,21 @@ def findings(report: OpReport, cpu: dict[str, Any], model_file: Path) -> list[Fi
                 nodes=list(names)[:8],
             )
         )
+    if report.by_precision.get("int8") or report.by_precision.get("int4"):
+        floats = [g for g in report.groups if g.op_type in COMPUTE_TYPES and g.precision in ("fp32", "bf16", "fp16")]
+        count, share = sum(g.count for g in floats), sum(g.share or 0 for g in floats) if report.clock else None
+        if floats and (share is None or share >= UNFUSED_SHARE):
+            kinds = ", ".join(f"{g.count} {g.op_type}" for g in floats)
+            out.append(
+                Finding(
+                    code="compute_in_float",
+                    message=f"{count} matrix products or convolutions still compute in float ({kinds})"
+                    f"{_percent(share)}: layers kept out of INT8 (exclude_nodes, ignored_scope) or that the "
+                    "quantizer does not take",
+                    share=share,
+                    nodes=[n for g in floats for n in g.nodes][:8],
+                )
+            )
     if saturating := _u8s8_without_vnni(report, cpu, model_file):
         out.append(saturating)
     if places := report.float_between_quantized:
