@@ -124,6 +124,12 @@ def summary(name: str, blame: dict[str, Any] | None) -> str | None:
     if not blame or not blame.get("ranked"):
         return None
     worst = []
+    top = (blame.get("groups") or [None])[0]
+    single = blame["ranked"][0].get("output_gain_db")
+    if top and top.get("output_gain_db") is not None and (single is None or top["output_gain_db"] > single):
+        worst.append(
+            f"the {top['quantizers']} {top['op_type']} outputs together (+{top['output_gain_db']} dB without them)"
+        )
     for s in blame["ranked"][:3]:
         gain = s["output_gain_db"]
         cost = f"+{gain} dB at the output without it" if gain is not None else f"own SQNR {s['local_sqnr_db']} dB"
