@@ -19,7 +19,6 @@ HTML report's plot.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import shutil
 import time
@@ -160,15 +159,12 @@ def _point(
     from edgepipe.search import score
 
     parent: Artifact = parents["model"]
-    # Scoring also checks the gates, which the sweep does not keep: without the recipe's, the defaults do
-    # (a copy that shares the context's caches, the tuning data among them).
-    scoring = ctx if ctx.gates is not None else dataclasses.replace(ctx, gates=type(ctx.task).Gates())
     shutil.rmtree(work, ignore_errors=True)  # a killed run's leftover
     work.mkdir(parents=True)
     t0 = time.perf_counter()
     try:
         output = quantize(parents, config, work, ctx)
-        scored = score(work / output.primary, output.format, output.precision, scoring, parent)
+        scored = score(work / output.primary, output.format, output.precision, ctx, parent)
         found: dict[str, Any] = {"metrics": scored["metrics"], "parity": scored["parity"]}
         error: Exception | None = None
     except Exception as e:  # one failed point does not lose the others

@@ -72,7 +72,6 @@ class Blame:
     seconds: float
     # Quantizers grouped by the op type that makes their tensor, each group left out at once.
     groups: list[Suspect] = field(default_factory=list)
-    op_types: list[str] = field(default_factory=list)  # the operator types the model quantizes
 
     def __post_init__(self) -> None:
         self.suspects = rank(self.suspects)

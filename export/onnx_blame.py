@@ -162,14 +162,7 @@ def blame(float_path: Path, quantized_path: Path, feeds: list[Feeds], measured: 
     for i, tensor in enumerate(sorted((t for t in pairs if t in local), key=lambda t: local[t])):
         cost = gain([tensor]) if i < measured else None  # a count, not a clock: the same ranking every run
         suspects.append(Suspect(tensor, _nodes_for(model, [tensor], pairs), local[tensor], cost))
-    quantized = {n.op_type for n in model.graph.node if n.op_type not in QDQ and _touches_qdq(n, pairs)}
-    seconds_taken = time.perf_counter() - t0
-    return Blame(suspects, TOOL, base, len(feeds), seconds_taken, by_type, sorted(quantized))
-
-
-def _touches_qdq(node: Any, pairs: dict[str, tuple[Any, list[Any]]]) -> bool:
-    dequantized = {dq.output[0] for _, dqs in pairs.values() for dq in dqs}
-    return any(i in dequantized for i in node.input) or any(o in pairs for o in node.output)
+    return Blame(suspects, TOOL, base, len(feeds), time.perf_counter() - t0, by_type)
 
 
 def fixes(config: Any, blame: Blame) -> Iterator[Any]:
