@@ -205,7 +205,8 @@ def short_hash(value: Any) -> str:
 def validation_message(err: ValidationError, prefix: tuple[str | int, ...] = ()) -> str:
     """One line for the first error: ``field.path: message (got value)``, plus a count of further errors."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in (*prefix, *first["loc"])) or "(top level)"
+    # A key with a line break or other unprintable text is shown quoted: the message stays one line.
+    loc = ".".join(_shown(p) for p in (*prefix, *first["loc"])) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown field"
@@ -219,6 +220,11 @@ def validation_message(err: ValidationError, prefix: tuple[str | int, ...] = ())
     shown = "" if first["type"] in quiet or isinstance(got, (dict, list)) else f" (got {got!r})"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{loc}: {msg}{shown}{more}"
+
+
+def _shown(part: str | int) -> str:
+    text = str(part)
+    return text if text and text.isprintable() and text.strip() == text else repr(text)
 
 
 def validate_as(cls: type[C], data: Any, where: str = "") -> C:

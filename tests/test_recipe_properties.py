@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from edgepipe.errors import InputError  # noqa: E402
@@ -58,6 +58,7 @@ def _one_line(e: InputError, source: str) -> None:
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(recipes)
+@example({"name": "x", "task": {"\n": None}, "source": None})  # a key that is a line break: shown quoted
 def test_any_recipe_validates_or_gives_one_line(data):
     try:
         parse_recipe(data, "r.yaml")
