@@ -160,9 +160,12 @@ def _nominal(report: OpReport) -> str:
     return max(compute, key=lambda k: report.by_precision[k]).upper() if compute else "?"  # a GGUF's types
 
 
-def answer(report: OpReport, reference: OpReport | None, latency: Latency | None, found: list[Finding]) -> str:
-    """The one line: the speed-up against FP32 (or the latency), then the largest cause."""
-    name = _nominal(report)
+def answer(
+    report: OpReport, reference: OpReport | None, latency: Latency | None, found: list[Finding], name: str = ""
+) -> str:
+    """The one line: the speed-up against FP32 (or the latency), then the largest cause. ``name``: what the
+    model is called (a run's row knows its precision); by default, read from its operators."""
+    name = name or _nominal(report)
     if latency and latency.speedup is not None:
         ci = latency.ci95
         verdict = "faster" if ci and ci[0] > 1 else "SLOWER" if ci and ci[1] < 1 else "not faster beyond the noise"
@@ -272,7 +275,7 @@ def explain_rows(rows: list[Any], calls: int = 10, log: Any = None) -> dict[str,
                 model_ms=row.latency_ms.median, speedup=vs.ratio, ci95=vs.ci95, rounds=0, clock="the run's processes"
             )
         out[row.label] = {
-            "answer": answer(report, reference, latency, found),
+            "answer": answer(report, reference, latency, found, (precision or row.artifact.precision).upper()),
             "model": report.model_dump(mode="json"),
             "reference": reference.model_dump(mode="json") if reference else None,
             "findings": [f.model_dump(mode="json") for f in found],

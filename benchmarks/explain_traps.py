@@ -114,7 +114,8 @@ def findings(report: OpReport, cpu: dict[str, Any], model_file: Path) -> list[Fi
                 nodes=list(names)[:8],
             )
         )
-    if report.by_precision.get("int8") or report.by_precision.get("int4"):
+    # An INT8 model (not a bf16 or FP16 one with a few 8-bit layers, e.g. an embedding lookup).
+    if report.by_precision.get("int8", 0) + report.by_precision.get("int4", 0) >= 0.2:
         floats = [g for g in report.groups if g.op_type in COMPUTE_TYPES and g.precision in ("fp32", "bf16", "fp16")]
         count, share = sum(g.count for g in floats), sum(g.share or 0 for g in floats) if report.clock else None
         if floats and (share is None or share >= UNFUSED_SHARE):
