@@ -11,7 +11,6 @@ from the rounds, paired. ``Explanation`` is the JSON contract of ``explain --jso
 from __future__ import annotations
 
 import importlib
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,15 +91,15 @@ def explain(
     ref_file = resolve_model_path(reference) if reference is not None else None
     latency = None
     files = [model_file, *([ref_file] if ref_file else [])]
-    # Each file its own synthetic inputs, same seed: a full-integer model takes int8 where FP32 takes float.
     feeds: list[dict[str, np.ndarray] | None] = [None] * len(files)
     if runtime != "llama.cpp":
-        from edgepipe.benchmarks.inputs import synthetic_feeds
-
-        for i, f in enumerate(files):
-            with get_runtime(runtime).load(f, threads=threads, options=dict(options or {})) as session:
-                feeds[i] = synthetic_feeds(session.inputs, batch, sequence_length)[0]
-        latency = _latency(runtime, files, feeds, threads, options)
+        sessions = [get_runtime(runtime).load(f, threads=threads, options=dict(options or {})) for f in files]
+        try:
+            feeds = [synthetic_inputs(s, f, batch, sequence_length) for s, f in zip(sessions, files, strict=True)]
+            latency = _latency(sessions, feeds)
+        finally:
+            for s in sessions:
+                s.close()
     report = reader.read_ops(model_file, feeds[0], threads, calls, dict(options or {}))
     ref_report = reader.read_ops(ref_file, feeds[1], threads, calls, dict(options or {})) if ref_file else None
     cpu = cpu_description()
@@ -118,32 +117,26 @@ def explain(
     )
 
 
-def _latency(
-    runtime: str, files: list[Path], feeds: list[Any], threads: int | None, options: dict[str, Any] | None
-) -> Latency:
+def synthetic_inputs(session: Any, path: Path, batch: int, sequence_length: int | None) -> dict[str, np.ndarray]:
+    """The file's own synthetic inputs (seed 0), as ``bench`` makes them: token ids inside the vocabulary its
+    artifact records. Each file gets its own: a full-integer model takes int8 where its FP32 parent takes float."""
+    from edgepipe.benchmarks.inputs import synthetic_feeds
+    from edgepipe.benchmarks.model_file import known_inputs, manifest_of
+    from edgepipe.tensors import with_ranges
+
+    specs = with_ranges(session.inputs, known_inputs(path, manifest_of(path)))
+    return synthetic_feeds(specs, batch, sequence_length)[0]
+
+
+def _latency(sessions: list[Any], feeds: list[Any]) -> Latency:
     """The model (and its reference) timed in turns in this process: ROUNDS rounds of SECONDS_PER_TURN."""
     from edgepipe.benchmarks.stats import ratio_interval
-    from edgepipe.benchmarks.timing import timed_call
-    from edgepipe.runtimes import get_runtime
+    from edgepipe.benchmarks.timing import in_turns
 
-    sessions = [get_runtime(runtime).load(f, threads=threads, options=dict(options or {})) for f in files]
-    try:
-        rounds: list[list[float]] = [[] for _ in sessions]
-        for s, f in zip(sessions, feeds, strict=True):
-            for _ in range(10):  # warm-up: first calls allocate, pack weights, compile static shapes
-                timed_call(s, f)
-        for _ in range(ROUNDS):
-            for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
-                end, times = time.perf_counter() + SECONDS_PER_TURN, list[float]()
-                while len(times) < 5 or time.perf_counter() < end:
-                    times.append(timed_call(s, f))
-                rounds[i].append(float(np.median(times)))
-        clock = str(sessions[0].info.get("timer") or "Python call")
-    finally:
-        for s in sessions:
-            s.close()
+    rounds = in_turns(sessions, feeds, ROUNDS, SECONDS_PER_TURN)
+    clock = str(sessions[0].info.get("timer") or "Python call")
     out = Latency(model_ms=round(float(np.median(rounds[0])), 4), rounds=ROUNDS, clock=clock)
-    if len(files) > 1:
+    if len(sessions) > 1:
         ratio, ci = ratio_interval(rounds[1], rounds[0], paired=True)
         out.reference_ms = round(float(np.median(rounds[1])), 4)
         out.speedup, out.ci95 = round(ratio, 3), [round(c, 3) for c in ci] if ci else None

@@ -109,3 +109,20 @@ def peak_rss_mb() -> float:
         pass
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def in_turns(sessions: list[Session], feeds: list[Feeds], rounds: int, seconds: float) -> list[list[float]]:
+    """Sessions timed in one process in turns (A B C, A B C, ...), each turn as many calls as fit in
+    ``seconds`` (at least 5): each session's per-round medians in ms, so a drift of the machine touches all
+    of them alike (their ratios pair round by round). Ten untimed calls first warm each one up."""
+    for session, f in zip(sessions, feeds, strict=True):
+        for _ in range(10):
+            timed_call(session, f)
+    medians: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for i, (session, f) in enumerate(zip(sessions, feeds, strict=True)):
+            end, times = time.perf_counter() + seconds, list[float]()
+            while len(times) < 5 or time.perf_counter() < end:
+                times.append(timed_call(session, f))
+            medians[i].append(float(np.median(times)))
+    return medians

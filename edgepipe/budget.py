@@ -11,7 +11,6 @@ cost.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,8 @@ SECONDS_PER_TURN = 0.3
 
 def fastest(paths: dict[int, Path], attempts: list[dict[str, Any]], parent: Artifact, ctx: StageContext) -> int:
     """The index (into ``attempts``) of the fastest of ``paths``; each attempt gets its latency recorded."""
+    from edgepipe.benchmarks.stats import ratio_interval
+    from edgepipe.benchmarks.timing import in_turns
     from edgepipe.formats import detect_format
     from edgepipe.runtimes import default_runtime, get_runtime
     from edgepipe.search import THREADS
@@ -36,18 +37,11 @@ def fastest(paths: dict[int, Path], attempts: list[dict[str, Any]], parent: Arti
     try:
         for i, path in paths.items():
             sessions[i] = get_runtime(default_runtime(detect_format(path))).load(path, threads=THREADS)
-        rounds: dict[int, list[float]] = {i: [] for i in paths}
-        for s in sessions.values():  # warm-up: first calls allocate and compile
-            for _ in range(5):
-                s.run(feeds)
-        for _ in range(ROUNDS):
-            for i, s in sessions.items():
-                rounds[i].append(_median_ms(s, feeds))
+        medians = in_turns(list(sessions.values()), [feeds] * len(sessions), ROUNDS, SECONDS_PER_TURN)
     finally:
         for s in sessions.values():
             s.close()
-    from edgepipe.benchmarks.stats import ratio_interval
-
+    rounds = dict(zip(sessions, medians, strict=True))
     first = min(rounds)
     faster = []
     for i, values in rounds.items():
@@ -64,17 +58,6 @@ def fastest(paths: dict[int, Path], attempts: list[dict[str, Any]], parent: Arti
         + ("" if faster else f" (none is faster than attempt {first} beyond the noise)")
     )
     return best
-
-
-def _median_ms(session: Any, feeds: dict[str, np.ndarray]) -> float:
-    """The median of as many calls as fit in one turn (at least 5)."""
-    times: list[float] = []
-    end = time.perf_counter() + SECONDS_PER_TURN
-    while len(times) < 5 or time.perf_counter() < end:
-        t0 = time.perf_counter()
-        session.run(feeds)
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(np.median(times))
 
 
 def summary(name: str, quantization: dict[str, Any]) -> str | None:
