@@ -124,8 +124,12 @@ def synthetic_inputs(session: Any, path: Path, batch: int, sequence_length: int 
     from edgepipe.benchmarks.model_file import known_inputs, manifest_of
     from edgepipe.tensors import with_ranges
 
-    specs = with_ranges(session.inputs, known_inputs(path, manifest_of(path)))
-    return synthetic_feeds(specs, batch, sequence_length)[0]
+    known = known_inputs(path, manifest_of(path))
+    names = {s.name for s in session.inputs}
+    if len(known) == len(session.inputs) and not names & {k.name for k in known}:
+        # A file that names its inputs its own way (litert-torch's args_0, args_1, ...): the artifact's, in order.
+        known = [k.model_copy(update={"name": s.name}) for k, s in zip(known, session.inputs, strict=True)]
+    return synthetic_feeds(with_ranges(session.inputs, known), batch, sequence_length)[0]
 
 
 def _latency(sessions: list[Any], feeds: list[Any]) -> Latency:
@@ -231,7 +235,6 @@ def explain_rows(rows: list[Any], calls: int = 10, log: Any = None) -> dict[str,
     only), what its runtime runs it as and against its FP32 row's file on the same runtime; the speed-up is
     the run's own (``vs_fp32``, measured in fresh processes), not timed again. Keyed by the row's label; a
     row that cannot be read gets its one-line reason instead."""
-    from edgepipe.benchmarks.inputs import synthetic_feeds
     from edgepipe.benchmarks.report import fp32_baseline
     from edgepipe.environment import cpu_description
     from edgepipe.errors import first_line
@@ -248,15 +251,20 @@ def explain_rows(rows: list[Any], calls: int = 10, log: Any = None) -> dict[str,
         base = fp32_baseline(row, rows)
         reader = importlib.import_module(f"edgepipe.benchmarks.{READERS[row.runtime]}")
         path = Path(row.artifact.path)
-        try:
+
+        def read(file: Path, options: dict[str, Any], row: Any = row, reader: Any = reader) -> OpReport:
+            """``file`` on the row's runtime, fed its own inputs at the row's point."""
             feeds = None
             if row.runtime != "llama.cpp":
-                with get_runtime(row.runtime).load(path, threads=row.threads, options=dict(options)) as session:
-                    feeds = synthetic_feeds(session.inputs, row.batch_size or 1, row.sequence_length)[0]
-            report = reader.read_ops(path, feeds, row.threads, calls, dict(options))
+                with get_runtime(row.runtime).load(file, threads=row.threads, options=dict(options)) as session:
+                    feeds = synthetic_inputs(session, file, row.batch_size or 1, row.sequence_length)
+            return reader.read_ops(file, feeds, row.threads, calls, dict(options))
+
+        try:
+            report = read(path, options)
             reference = None
             if base is not None and base.artifact.path and row.runtime != "llama.cpp":
-                reference = reader.read_ops(Path(base.artifact.path), feeds, row.threads, calls, {})
+                reference = read(Path(base.artifact.path), {})
         except Exception as e:  # the explanation is a reading aid: a failure is said, the run goes on
             out[row.label] = {"error": first_line(e)}
             continue
