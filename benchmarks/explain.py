@@ -243,8 +243,10 @@ def explain_rows(rows: list[Any], calls: int = 10, log: Any = None) -> dict[str,
     cpu = cpu_description()
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
+        # OpenVINO records the precision it computed in for every row ("f32" too): only bf16 / f16 rename one.
         precision = row.session.get("inference_precision")
-        reduced = row.artifact.precision not in (None, "fp32") or precision in ("bf16", "f16")
+        precision = precision if precision in ("bf16", "f16") else None
+        reduced = row.artifact.precision not in (None, "fp32") or precision is not None
         if row.status != "ok" or not reduced or row.runtime not in READERS or row.label in out:
             continue
         options = {"inference_precision": precision} if row.runtime == "openvino" and precision else {}

@@ -52,6 +52,10 @@ def test_results_follow_the_contract(run_dir):
     assert data["task"]["kind"] == "classification" and data["task"]["metrics"][0]["name"] == "accuracy"
     assert {"cpu", "packages", "python", "os", "timestamp"} <= set(data["environment"])
     assert data["environment"]["cpu"]["model"] and "onnxruntime" in data["environment"]["packages"]
+    # Each INT8 row explained once, named by its own precision, read against its FP32 file.
+    assert sorted(data["explain"]) == ["onnx-int8-static@onnxruntime", "openvino-int8-static@openvino"]
+    for label, why in data["explain"].items():
+        assert why["answer"].startswith("INT8 is x") and why["reference"]["by_precision"], label
     rows = data["results"]
     assert [(r["artifact"]["format"], r["artifact"]["precision"]) for r in rows] == [
         ("torch", "fp32"),
